@@ -1,0 +1,488 @@
+"""Squawk over every migration file, with Rollgate's rules on top.
+
+Part of ``rollgate db check``. squawk (the Postgres migration linter) reads each
+file the way the runner will execute it, and Rollgate adds one rule of its own:
+
+    A squawk finding fails the check unless the migration silences it with an
+    explicit ignore comment that names the rule AND gives a reason:
+
+        -- squawk-ignore prefer-bigint-over-int -- bounded by maxReceiveCount
+        -- squawk-ignore-file ban-drop-table -- a revert drops what 0001 made
+
+So besides squawk's own findings (including its ``unused-ignore`` for an
+ignore naming an unknown rule) this module reports every ignore comment with
+no reason (``rollgate-ignore-needs-reason``) or no rule
+(``rollgate-ignore-needs-rule``; a bare ``squawk-ignore-file`` silences every
+rule in the file).
+
+How squawk is run, and why:
+
+* ``--assume-in-transaction`` exactly for files the runner wraps in a
+  transaction (no ``-- rollgate: transaction=false``). Inside one transaction a
+  failure leaves nothing behind, so squawk's "make it re-runnable" advice does
+  not apply; outside one it does.
+* ``--exclude`` for the rules in ``EXCLUDED_RULES`` (the runner covers them).
+* ``--config /dev/null``: the policy lives here, in code. A ``.squawk.toml``
+  found above the working directory (say, one a developer keeps for an editor)
+  could otherwise exclude rules or flip the transaction assumption unseen.
+* ``--pg-version`` of the target server, so version-dependent rules match it.
+
+Up, down and verify scripts are all linted (see ``lintable_files``). Positions
+are 1-based lines and 1-based *character* columns (squawk counts bytes from
+0), so ``LintFinding.describe()`` is ``path:line:col: rule: message`` that an
+editor can jump to.
+
+Nothing here prints. Squawk missing, crashing or printing something that is
+not its JSON report raises ``ToolUnavailable`` (exit 2), never an empty, passing
+report; an unreadable migration raises ``MigrationFileError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from db.errors import MigrationFileError, ToolUnavailable
+
+# Rules switched off for every file, each with the reason it does not apply.
+EXCLUDED_RULES: Mapping[str, str] = {
+    "require-lock-timeout": (
+        "the runner sets lock_timeout before every migration, from its "
+        "`-- rollgate: lock_timeout=` header or the default"
+    ),
+    "require-statement-timeout": (
+        "the runner sets statement_timeout before every migration, from its "
+        "`-- rollgate: statement_timeout=` header or the default"
+    ),
+}
+
+IGNORE_NEEDS_REASON = "rollgate-ignore-needs-reason"
+IGNORE_NEEDS_RULE = "rollgate-ignore-needs-rule"
+
+# squawk lints hundreds of files in well under a second; a minute means it hung.
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+# The up, down and verify scripts of each migration (see lintable_files).
+LINTED_SUFFIXES = (".up.sql", ".down.sql", ".verify.sql")
+
+# The same directive line the runner reads, wherever it sits in the file.
+_DIRECTIVE = re.compile(r"^\s*--\s*rollgate:(?P<body>.*)$", re.MULTILINE)
+
+# Where squawk might see an ignore: a line or block comment whose body starts
+# (after blanks) with squawk-ignore. Matched on raw text, so the rare lookalike
+# inside a string or function body is flagged too: a false alarm fixed by
+# adding a reason, never an ignore slipping past unchecked.
+_IGNORE_LINE = "squawk-ignore"  # silences the rules on the next line
+_IGNORE_FILE = "squawk-ignore-file"  # silences the rules in the whole file
+_IGNORE_START = re.compile(r"--[^\S\n]*squawk-ignore|/\*\s*squawk-ignore")
+
+# The tail of stderr worth putting in a message; squawk can print backtraces.
+_STDERR_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    """One problem in one migration file, at a 1-based line and column."""
+
+    file: Path
+    line: int
+    column: int
+    rule: str
+    level: str
+    message: str
+    help: str | None = None
+
+    def describe(self) -> str:
+        """``path:line:col: rule: message``, the gcc shape editors jump to."""
+        return f"{self.file}:{self.line}:{self.column}: {self.rule}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LintReport:
+    """Everything one lint run found, and what it ran."""
+
+    findings: tuple[LintFinding, ...]
+    files_checked: int
+    squawk_version: str
+
+    @property
+    def ok(self) -> bool:
+        """True when no file has a finding: every finding fails the check."""
+        return not self.findings
+
+
+def lintable_files(migrations_dir: Path) -> list[Path]:
+    """The files ``db check`` lints in ``migrations_dir``: up, down and verify.
+
+    Verify scripts are included on purpose. squawk parses them like any other
+    SQL (SELECTs and DO blocks lint clean), so linting them catches a syntax
+    error before a deploy reaches the verify step, and flags DDL that has crept
+    into what should be a read-only check.
+    """
+    return sorted(
+        path
+        for path in migrations_dir.iterdir()
+        if path.is_file() and path.name.endswith(LINTED_SUFFIXES)
+    )
+
+
+def runs_in_transaction(sql: str) -> bool:
+    """Whether the runner wraps this file in one transaction.
+
+    A tiny reading of the ``-- rollgate: transaction=...`` directive, kept here
+    so the lint depends on no other module. Where it could disagree with the
+    runner's full parser it errs towards "not transactional", which lints
+    *more* strictly: any directive line anywhere, and any value but ``true``.
+    Malformed directives are the runner's to reject, not the lint's.
+    """
+    for match in _DIRECTIVE.finditer(sql):
+        for item in match["body"].split():
+            key, _, value = item.partition("=")
+            if key == "transaction" and value != "true":
+                return False
+    return True
+
+
+def find_squawk(squawk: str | None = None) -> str:
+    """The squawk to run: ``squawk`` if given, else beside Python, else on PATH.
+
+    Beside ``sys.executable`` first, because ``pip install squawk-cli`` puts it
+    in the venv's bin directory, which need not be on PATH (an IDE or cron
+    running ``.venv/bin/rollgate`` directly).
+    """
+    if squawk is not None:
+        return squawk
+    beside_python = Path(sys.executable).parent / "squawk"
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    on_path = shutil.which("squawk")
+    if on_path is not None:
+        return on_path
+    raise ToolUnavailable(
+        f"squawk not found: looked in {beside_python.parent} and on PATH. "
+        "Install it into this environment with `pip install squawk-cli`.",
+        details={"tool": "squawk", "searched": [str(beside_python.parent), "PATH"]},
+    )
+
+
+def lint_migrations(
+    migration_files: Sequence[Path],
+    *,
+    squawk: str | None = None,
+    pg_version: int = 18,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> LintReport:
+    """Lint ``migration_files`` with squawk and Rollgate's ignore rules.
+
+    Each file is linted the way the runner executes it: transactional files
+    with ``--assume-in-transaction``, ``transaction=false`` files without. At
+    most two squawk processes run, one per group. Findings come back in the
+    order the files were given, then by position.
+
+    Raises ``ToolUnavailable`` if squawk cannot be found, started, finished
+    within ``timeout`` seconds, or understood; ``MigrationFileError`` if a file
+    cannot be read as UTF-8 text.
+    """
+    executable = find_squawk(squawk)
+    version = _squawk_version(executable, timeout)
+
+    # One entry per file even if it is passed twice: squawk would lint it twice.
+    files = list(dict.fromkeys(migration_files))
+    sources = {path: _read_sql(path) for path in files}
+
+    findings: list[LintFinding] = []
+    for path, sql in sources.items():
+        findings.extend(_ignore_findings(path, sql))
+
+    transactional = [path for path in files if runs_in_transaction(sources[path])]
+    autocommit = [path for path in files if not runs_in_transaction(sources[path])]
+    for group, in_transaction in ((transactional, True), (autocommit, False)):
+        if group:
+            findings.extend(
+                _run_squawk(
+                    executable,
+                    group,
+                    sources,
+                    in_transaction=in_transaction,
+                    pg_version=pg_version,
+                    timeout=timeout,
+                )
+            )
+
+    order = {path: index for index, path in enumerate(files)}
+    findings.sort(key=lambda f: (order.get(f.file, len(order)), f.line, f.column, f.rule))
+    return LintReport(
+        findings=tuple(_drop_cascading_syntax_errors(findings)),
+        files_checked=len(files),
+        squawk_version=version,
+    )
+
+
+# --- Rollgate's ignore rule ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ignore:
+    """One squawk ignore comment, split the way squawk splits it."""
+
+    kind: str  # _IGNORE_LINE or _IGNORE_FILE
+    rules: tuple[str, ...]
+    reason: str
+    line: int
+    column: int
+
+
+def _find_ignores(sql: str) -> Iterator[_Ignore]:
+    for match in _IGNORE_START.finditer(sql):
+        body_start = match.start() + 2  # past "--" or "/*"
+        terminator = "\n" if match.group().startswith("--") else "*/"
+        end = sql.find(terminator, body_start)
+        body = sql[body_start : end if end != -1 else len(sql)]
+        # As squawk reads it: the directive runs up to the first "--", and
+        # whatever follows is the reason.
+        directive, _, reason = body.strip().partition("--")
+        directive = directive.strip()
+        kind = _IGNORE_FILE if directive.startswith(_IGNORE_FILE) else _IGNORE_LINE
+        rules = tuple(rule.strip() for rule in directive[len(kind) :].split(",") if rule.strip())
+        line, column = _line_and_column(sql, match.start())
+        yield _Ignore(kind, rules, reason.strip(), line, column)
+
+
+def _ignore_findings(path: Path, sql: str) -> list[LintFinding]:
+    """A finding for every squawk ignore comment missing a rule or a reason."""
+    findings = []
+    for ignore in _find_ignores(sql):
+        named = ", ".join(ignore.rules)
+        if not ignore.rules:
+            silenced = "every rule in the file" if ignore.kind == _IGNORE_FILE else "nothing"
+            findings.append(
+                LintFinding(
+                    path,
+                    ignore.line,
+                    ignore.column,
+                    IGNORE_NEEDS_RULE,
+                    "Error",
+                    f"`{ignore.kind}` names no rule (it silences {silenced})",
+                    f"Name the rules it silences: `-- {ignore.kind} <rule>[, <rule>] -- <why>`.",
+                )
+            )
+        if not ignore.reason:
+            findings.append(
+                LintFinding(
+                    path,
+                    ignore.line,
+                    ignore.column,
+                    IGNORE_NEEDS_REASON,
+                    "Error",
+                    f"`{ignore.kind}` of {named or 'every rule'} gives no reason",
+                    f"Say why after ` -- `: `-- {ignore.kind} {named or '<rule>'} -- <why>`.",
+                )
+            )
+    return findings
+
+
+# --- Running squawk --------------------------------------------------------------
+
+
+def _squawk_version(executable: str, timeout: float) -> str:
+    """squawk's version (``2.70.0``); running it also proves squawk starts."""
+    completed = _run([executable, "--version"], timeout)
+    text = completed.stdout.strip()
+    if completed.returncode != 0 or not text.startswith("squawk "):
+        raise _could_not_run(executable, "did not report its version", completed)
+    return text.removeprefix("squawk ").strip()
+
+
+def _run_squawk(
+    executable: str,
+    files: Sequence[Path],
+    sources: Mapping[Path, str],
+    *,
+    in_transaction: bool,
+    pg_version: int,
+    timeout: float,
+) -> list[LintFinding]:
+    # squawk expands its arguments as glob patterns and reports the matched
+    # path, so pass absolute, glob-escaped paths and map its answers back to
+    # the paths the caller gave (a pytest tmp_path can contain "[").
+    by_reported_name = {str(path.absolute()): path for path in files}
+    argv = [
+        executable,
+        "--reporter",
+        "json",
+        "--config",
+        os.devnull,
+        "--pg-version",
+        str(pg_version),
+        "--exclude",
+        ",".join(EXCLUDED_RULES),
+        "--assume-in-transaction" if in_transaction else "--no-assume-in-transaction",
+        "--",
+        *(_glob_escape(name) for name in by_reported_name),
+    ]
+    completed = _run(argv, timeout)
+    raw = _parse_report(completed.stdout)
+    # squawk exits 1 both for "found problems" and "could not run", so only a
+    # well-formed JSON list counts as a report. An exit 1 with an empty list
+    # claims failure with nothing to show: refuse to call that a pass.
+    if raw is None:
+        raise _could_not_run(executable, "did not print a JSON report", completed)
+    if completed.returncode not in (0, 1) or (completed.returncode == 1 and not raw):
+        raise _could_not_run(executable, f"exited {completed.returncode}", completed)
+
+    findings = []
+    for item in raw:
+        path = by_reported_name.get(item["file"]) or by_reported_name.get(
+            os.path.normpath(item["file"]), Path(item["file"])
+        )
+        sql = sources.get(path)
+        findings.append(
+            LintFinding(
+                file=path,
+                line=item["line"] + 1,
+                column=_char_column(sql, item["line"], item["column"]),
+                rule=item["rule_name"],
+                level=item["level"],
+                message=item["message"],
+                help=item["help"],
+            )
+        )
+    return findings
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv,
+            # squawk reads SQL from stdin when given no paths: never let it wait.
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolUnavailable(
+            f"squawk did not finish within {timeout:g}s: {argv[0]}",
+            details={"tool": "squawk", "argv": argv, "timeout": timeout},
+        ) from exc
+    except OSError as exc:
+        raise ToolUnavailable(
+            f"squawk could not be started: {argv[0]}: {exc.strerror or exc}. "
+            "Install it with `pip install squawk-cli`.",
+            details={"tool": "squawk", "argv": argv, "error": str(exc)},
+        ) from exc
+
+
+_REQUIRED_KEYS: Mapping[str, type | tuple[type, ...]] = {
+    "file": str,
+    "line": int,
+    "column": int,
+    "level": str,
+    "message": str,
+    "help": (str, type(None)),
+    "rule_name": str,
+}
+
+
+def _parse_report(stdout: str) -> list[dict[str, Any]] | None:
+    """squawk's JSON findings, or None if stdout is anything else."""
+    try:
+        raw = json.loads(stdout)
+    except ValueError:
+        return None
+    if not isinstance(raw, list):
+        return None
+    for item in raw:
+        if not isinstance(item, dict):
+            return None
+        for key, expected in _REQUIRED_KEYS.items():
+            # bool is an int to isinstance; a line of `true` is still garbage.
+            value = item.get(key)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                return None
+    return raw
+
+
+def _could_not_run(
+    executable: str, what: str, completed: subprocess.CompletedProcess[str]
+) -> ToolUnavailable:
+    stderr = completed.stderr.strip()
+    tail = "\n".join(stderr.splitlines()[-_STDERR_TAIL_LINES:])
+    message = f"squawk ({executable}) {what}; it exited {completed.returncode}"
+    message += f":\n{tail}" if tail else f" and printed: {completed.stdout.strip()[:200]!r}"
+    return ToolUnavailable(
+        message,
+        details={
+            "tool": "squawk",
+            "argv": list(completed.args),
+            "returncode": completed.returncode,
+            "stdout": completed.stdout,
+            "stderr": completed.stderr,
+        },
+    )
+
+
+# --- Small helpers ---------------------------------------------------------------
+
+
+def _read_sql(path: Path) -> str:
+    # Strict UTF-8 here: squawk's own error for a bad byte names no file.
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise MigrationFileError(
+            f"{path}: cannot read migration file: {exc.strerror or exc}",
+            details={"file": str(path)},
+        ) from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise MigrationFileError(
+            f"{path}:{line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8",
+            details={"file": str(path), "line": line, "byte": exc.start},
+        ) from exc
+
+
+def _glob_escape(name: str) -> str:
+    # The escapes of Rust's glob::Pattern::escape, which squawk's matcher reads.
+    return re.sub(r"[][*?]", lambda m: f"[{m.group()}]", name)
+
+
+def _char_column(sql: str | None, line0: int, byte_column0: int) -> int:
+    """squawk's 0-based byte column on a 0-based line, as a 1-based character column."""
+    if sql is None:
+        return byte_column0 + 1
+    lines = sql.split("\n")
+    if not 0 <= line0 < len(lines):
+        return byte_column0 + 1
+    prefix = lines[line0].encode("utf-8")[:byte_column0]
+    return len(prefix.decode("utf-8", errors="replace")) + 1
+
+
+def _line_and_column(sql: str, offset: int) -> tuple[int, int]:
+    before = sql[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
+def _drop_cascading_syntax_errors(findings: list[LintFinding]) -> list[LintFinding]:
+    # squawk's parser recovers token by token and reports every token after a
+    # mistake; the first syntax error on a line is the one worth reading.
+    seen: set[tuple[Path, int]] = set()
+    kept = []
+    for finding in findings:
+        if finding.rule == "syntax-error":
+            if (finding.file, finding.line) in seen:
+                continue
+            seen.add((finding.file, finding.line))
+        kept.append(finding)
+    return kept
