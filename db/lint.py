@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from db.errors import MigrationFileError, ToolUnavailable
+from db.errors import CannotRun, MigrationFileError, ToolUnavailable
 
 # Rules switched off for every file, each with the reason it does not apply.
 EXCLUDED_RULES: Mapping[str, str] = {
@@ -127,10 +127,15 @@ def lintable_files(migrations_dir: Path) -> list[Path]:
     error before a deploy reaches the verify step, and flags DDL that has crept
     into what should be a read-only check.
     """
+    try:
+        entries = list(migrations_dir.iterdir())
+    except OSError as exc:
+        raise CannotRun(
+            f"cannot list migrations in {migrations_dir}: {exc.strerror or exc}",
+            details={"directory": str(migrations_dir)},
+        ) from exc
     return sorted(
-        path
-        for path in migrations_dir.iterdir()
-        if path.is_file() and path.name.endswith(LINTED_SUFFIXES)
+        path for path in entries if path.is_file() and path.name.endswith(LINTED_SUFFIXES)
     )
 
 
@@ -194,17 +199,20 @@ def lint_migrations(
     executable = find_squawk(squawk)
     version = _squawk_version(executable, timeout)
 
-    # One entry per file even if it is passed twice: squawk would lint it twice.
-    files = list(dict.fromkeys(migration_files))
+    # One entry per file, however it is spelled: squawk would lint it twice.
+    unique: dict[Path, Path] = {}
+    for path in migration_files:
+        unique.setdefault(path.absolute(), path)
+    files = list(unique.values())
     sources = {path: _read_sql(path) for path in files}
 
     findings: list[LintFinding] = []
     for path, sql in sources.items():
         findings.extend(_ignore_findings(path, sql))
 
-    transactional = [path for path in files if runs_in_transaction(sources[path])]
-    autocommit = [path for path in files if not runs_in_transaction(sources[path])]
-    for group, in_transaction in ((transactional, True), (autocommit, False)):
+    wrapped = {path: runs_in_transaction(sql) for path, sql in sources.items()}
+    for in_transaction in (True, False):
+        group = [path for path in files if wrapped[path] is in_transaction]
         if group:
             findings.extend(
                 _run_squawk(
@@ -439,14 +447,16 @@ def _could_not_run(
 def _read_sql(path: Path) -> str:
     # Strict UTF-8 here: squawk's own error for a bad byte names no file.
     try:
-        return path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise MigrationFileError(
             f"{path}: cannot read migration file: {exc.strerror or exc}",
             details={"file": str(path)},
         ) from exc
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise MigrationFileError(
             f"{path}:{line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8",
             details={"file": str(path), "line": line, "byte": exc.start},
