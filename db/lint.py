@@ -22,9 +22,10 @@ How squawk is run, and why:
   failure leaves nothing behind, so squawk's "make it re-runnable" advice does
   not apply; outside one it does.
 * ``--exclude`` for the rules in ``EXCLUDED_RULES`` (the runner covers them).
-* ``--config /dev/null``: the policy lives here, in code. A ``.squawk.toml``
-  found above the working directory (say, one a developer keeps for an editor)
-  could otherwise exclude rules or flip the transaction assumption unseen.
+* ``--config /dev/null``: the policy lives here, in code. squawk otherwise
+  reads a ``.squawk.toml`` from the working directory upwards (say, one a
+  developer keeps for an editor), and its ``excluded_paths`` would make squawk
+  skip a migration without a word: an empty report that looks like a pass.
 * ``--pg-version`` of the target server, so version-dependent rules match it.
 
 Up, down and verify scripts are all linted (see ``lintable_files``). Positions
@@ -321,7 +322,8 @@ def _run_squawk(
     # squawk expands its arguments as glob patterns and reports the matched
     # path, so pass absolute, glob-escaped paths and map its answers back to
     # the paths the caller gave (a pytest tmp_path can contain "[").
-    by_reported_name = {str(path.absolute()): path for path in files}
+    # Keys are normalised only to compare names: squawk drops a leading "./".
+    by_reported_name = {os.path.normpath(path.absolute()): path for path in files}
     argv = [
         executable,
         "--reporter",
@@ -334,7 +336,7 @@ def _run_squawk(
         ",".join(EXCLUDED_RULES),
         "--assume-in-transaction" if in_transaction else "--no-assume-in-transaction",
         "--",
-        *(_glob_escape(name) for name in by_reported_name),
+        *(_glob_escape(str(path.absolute())) for path in files),
     ]
     completed = _run(argv, timeout)
     raw = _parse_report(completed.stdout)
@@ -343,14 +345,15 @@ def _run_squawk(
     # claims failure with nothing to show: refuse to call that a pass.
     if raw is None:
         raise _could_not_run(executable, "did not print a JSON report", completed)
-    if completed.returncode not in (0, 1) or (completed.returncode == 1 and not raw):
-        raise _could_not_run(executable, f"exited {completed.returncode}", completed)
+    if completed.returncode not in (0, 1):
+        raise _could_not_run(executable, "crashed", completed)
+    if completed.returncode == 1 and not raw:
+        raise _could_not_run(executable, "failed without reporting a finding", completed)
 
     findings = []
     for item in raw:
-        path = by_reported_name.get(item["file"]) or by_reported_name.get(
-            os.path.normpath(item["file"]), Path(item["file"])
-        )
+        reported = os.path.normpath(item["file"])
+        path = by_reported_name.get(reported, Path(item["file"]))
         sql = sources.get(path)
         findings.append(
             LintFinding(
@@ -427,7 +430,7 @@ def _could_not_run(
 ) -> ToolUnavailable:
     stderr = completed.stderr.strip()
     tail = "\n".join(stderr.splitlines()[-_STDERR_TAIL_LINES:])
-    message = f"squawk ({executable}) {what}; it exited {completed.returncode}"
+    message = f"squawk ({executable}) {what} (exit {completed.returncode})"
     message += f":\n{tail}" if tail else f" and printed: {completed.stdout.strip()[:200]!r}"
     return ToolUnavailable(
         message,
