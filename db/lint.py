@@ -105,6 +105,17 @@ class LintFinding:
         """``path:line:col: rule: message``, the gcc shape editors jump to."""
         return f"{self.file}:{self.line}:{self.column}: {self.rule}: {self.message}"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.file),
+            "line": self.line,
+            "column": self.column,
+            "rule": self.rule,
+            "level": self.level,
+            "message": self.message,
+            "help": self.help,
+        }
+
 
 @dataclass(frozen=True)
 class LintReport:
@@ -118,6 +129,14 @@ class LintReport:
     def ok(self) -> bool:
         """True when no file has a finding: every finding fails the check."""
         return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "files_checked": self.files_checked,
+            "squawk_version": self.squawk_version,
+            "findings": [finding.to_dict() for finding in self.findings],
+        }
 
 
 def lintable_files(migrations_dir: Path) -> list[Path]:
