@@ -125,6 +125,8 @@ def _stop_server(datadir: Path) -> None:
         postmaster_pid = int(pid_file.read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return
+    if not _is_postmaster_of(postmaster_pid, datadir):
+        return
     # Immediate shutdown: the data is being deleted, so skip the checkpoint.
     try:
         os.kill(postmaster_pid, 3)  # SIGQUIT = immediate shutdown
@@ -132,6 +134,21 @@ def _stop_server(datadir: Path) -> None:
         return
     except PermissionError:
         return
+
+
+def _is_postmaster_of(pid: int, datadir: Path) -> bool:
+    """Whether ``pid`` is a postgres running on ``datadir``, not a recycled pid."""
+    # postmaster.pid outlives a crashed server (OOM kill, reboot with a
+    # persistent /tmp), and by then its pid may belong to any process: a blind
+    # SIGQUIT as root would kill it. The postmaster's argv names its datadir.
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True  # no /proc to ask (macOS): signal as before
+    try:
+        cmdline = (proc / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False  # no such process any more
+    return str(datadir.resolve()).encode() in cmdline
 
 
 def _process_alive(pid: int) -> bool:
