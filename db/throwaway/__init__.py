@@ -112,9 +112,18 @@ def create_database(server: ThrowawayPostgres, name: str, *, template: str | Non
 
 
 def drop_database(server: ThrowawayPostgres, name: str) -> None:
-    """Drop database ``name``, disconnecting anyone still in it."""
+    """Drop database ``name``, disconnecting anyone still in it (templates too)."""
     _check_database_name(name)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        # Postgres refuses to drop a template; without this, a database marked
+        # by mark_as_template() could never be cleaned up.
+        row = conn.execute(
+            "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if row is not None and row[0]:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name))
+            )
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
