@@ -721,10 +721,13 @@ def _fetch_all(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> dict
     cursors = {}
     with conn.pipeline():
         for section, query in _QUERIES.items():
-            cursor = conn.cursor(row_factory=dict_row)
-            cursor.execute(query, params)
-            cursors[section] = cursor
-    return {section: cursor.fetchall() for section, cursor in cursors.items()}
+            cursors[section] = conn.cursor(row_factory=dict_row)
+            cursors[section].execute(query, params)
+    rows = {}
+    for section, cursor in cursors.items():
+        with cursor:
+            rows[section] = cursor.fetchall()
+    return rows
 
 
 def _build_catalog(rows: Mapping[str, list[Row]]) -> Catalog:

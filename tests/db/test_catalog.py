@@ -475,7 +475,7 @@ def test_differences_come_in_a_fixed_order(canonical: Catalog, schema_dsn: str):
         ("column", "public.customers.name", "changed"),
         ("column", "public.payment_events.refunded", "unexpected"),
         ("index", "public.payment_events_currency_idx", "unexpected"),
-    ]  # fmt: skip
+    ]
 
 
 # --- dropped columns and physical order ---------------------------------------
@@ -686,6 +686,10 @@ def test_reading_inside_a_transaction_leaves_it_as_it_was(canonical: Catalog, sc
         assert conn.execute("SHOW search_path").fetchone() == ("public",)
         conn.rollback()
 
+        # Not in autocommit and idle: the read opens and closes its own transaction.
+        assert read_catalog(conn).fingerprint() == canonical.fingerprint()
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
 
 def test_to_dict_and_from_dict_round_trip(canonical: Catalog):
     stored = json.dumps(canonical.to_dict(), sort_keys=True)
@@ -733,3 +737,25 @@ def test_differences_serialise(canonical: Catalog, schema_dsn: str):
         "column", "public.orders.customer_id", "changed", "bigint", "integer", "type"
     )
     assert json.loads(json.dumps(difference.to_dict()))["message"] == difference.describe()
+
+
+@pytest.mark.docker
+def test_embedded_and_docker_servers_give_one_catalog(
+    embedded_server: ThrowawayPostgres, docker_server: ThrowawayPostgres
+):
+    # Same major, different builds (wheel vs Debian packages), locales and
+    # defaults: nothing server-specific may leak into the catalog.
+    catalogs = []
+    for server in (embedded_server, docker_server):
+        name = f"catalog_x_{secrets.token_hex(3)}"
+        dsn = create_database(server, name)
+        try:
+            run(dsn, SCHEMA_SQL.read_text())
+            run(dsn, OTHER_KINDS)
+            catalogs.append(catalog_of(dsn))
+        finally:
+            drop_database(server, name)
+    on_embedded, on_docker = catalogs
+
+    assert diff_catalogs(on_embedded, on_docker) == []
+    assert on_embedded.fingerprint() == on_docker.fingerprint()
