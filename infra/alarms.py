@@ -1,0 +1,377 @@
+"""Alarms: leading indicators that something is going wrong, before users say so.
+
+Creates:
+- a KMS key (usable by CloudWatch) and an encrypted SNS topic every alarm notifies;
+  subscribe the on-call pager to it outside this program (no personal data here);
+- queue alarms: any message in the DLQ; the oldest task message older than two
+  visibility timeouts (the worker's deployment-rollback alarm);
+- web alarm: 5xx rate (ALB and target 5xx over requests) above 5 % (the web
+  service's deployment-rollback alarm);
+- database alarms: CPU above 80 %, connections above their anomaly band (normal
+  load depends on traffic and instance size, so any fixed number is a guess),
+  free storage under 10 % of allocated;
+- alarms on the bundle's own metrics (namespace and names in `infra.outputs`):
+  snapshot age above the configured maximum, or missing (the audit did not
+  run); restore seconds above their anomaly band (restores grow with the data);
+  any audit failure.
+
+Alarm names are fixed (``<prefix>-<what>``) so ECS, runbooks and the audits can
+name them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import outputs
+from infra.encryption import customer_managed_key
+from infra.iam import policy_document
+
+HTTP_5XX_RATE_PERCENT: Final = 5
+DB_CPU_PERCENT: Final = 80
+FREE_STORAGE_FRACTION: Final = 0.10
+ANOMALY_BAND_WIDTH: Final = 2
+GIB: Final = 1024**3
+
+
+@dataclass(frozen=True)
+class AlarmsArgs:
+    name_prefix: str
+    stack: str
+    account_id: str
+    partition: str
+    queue_name: pulumi.Input[str]
+    dead_letter_queue_name: pulumi.Input[str]
+    load_balancer_arn_suffix: pulumi.Input[str]
+    db_instance_id: pulumi.Input[str]
+    db_allocated_storage_gb: int
+    oldest_message_threshold_seconds: int
+    audit_interval_minutes: int
+    max_snapshot_age_hours: int
+    prod: bool
+    tags: Mapping[str, str]
+
+
+def alarm_topic_key_policy(account_id: str, partition: str) -> pulumi.Output[str]:
+    """Key policy: the account administers the key; CloudWatch may encrypt alarm messages."""
+    return policy_document(
+        [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+            },
+        ]
+    )
+
+
+class Alarms(pulumi.ComponentResource):
+    topic: aws.sns.Topic
+    alarms: dict[str, aws.cloudwatch.MetricAlarm]
+    web_deployment_alarm_names: list[pulumi.Output[str]]
+    worker_deployment_alarm_names: list[pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("rollgate:infra:Alarms", name, None, opts)
+        self._args = args
+        self._name = name
+        tags = dict(args.tags)
+        key = customer_managed_key(
+            name,
+            alias=f"{args.name_prefix}-alarms",
+            description=f"Rollgate {args.name_prefix}: alarm notifications",
+            tags=tags,
+            parent=self,
+            protect=False,
+            policy=alarm_topic_key_policy(args.account_id, args.partition),
+        )
+        # Encrypted topic every alarm notifies; the pager subscribes to it.
+        self.topic = aws.sns.Topic(
+            f"{name}-topic",
+            kms_master_key_id=key.arn,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.alarms = {}
+        self._queue_alarms()
+        self._web_alarms()
+        self._database_alarms()
+        self._bundle_alarms()
+
+        self.web_deployment_alarm_names = [self.alarms["http-5xx-rate"].name]
+        self.worker_deployment_alarm_names = [self.alarms["oldest-message-age"].name]
+        self.register_outputs(
+            {
+                "topicArn": self.topic.arn,
+                "alarmNames": {key: alarm.name for key, alarm in self.alarms.items()},
+            }
+        )
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _alarm(
+        self,
+        key: str,
+        description: str,
+        *,
+        comparison_operator: str,
+        evaluation_periods: int,
+        treat_missing_data: str,
+        threshold: float | None = None,
+        datapoints_to_alarm: int | None = None,
+        namespace: str | None = None,
+        metric_name: str | None = None,
+        dimensions: Mapping[str, pulumi.Input[str]] | None = None,
+        statistic: str | None = None,
+        period: int | None = None,
+        metric_queries: Sequence[aws.cloudwatch.MetricAlarmMetricQueryArgs] | None = None,
+        threshold_metric_id: str | None = None,
+    ) -> None:
+        args = self._args
+        # Alarm with a fixed name that notifies the topic on ALARM and on recovery.
+        self.alarms[key] = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{key}",
+            name=f"{args.name_prefix}-{key}",
+            alarm_description=description,
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            actions_enabled=True,
+            comparison_operator=comparison_operator,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints_to_alarm,
+            treat_missing_data=treat_missing_data,
+            threshold=threshold,
+            namespace=namespace,
+            metric_name=metric_name,
+            dimensions=dict(dimensions) if dimensions is not None else None,
+            statistic=statistic,
+            period=period,
+            metric_queries=list(metric_queries) if metric_queries is not None else None,
+            threshold_metric_id=threshold_metric_id,
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _anomaly_alarm(
+        self,
+        key: str,
+        description: str,
+        *,
+        namespace: str,
+        metric_name: str,
+        dimensions: Mapping[str, pulumi.Input[str]],
+        stat: str,
+        period: int,
+        evaluation_periods: int,
+        treat_missing_data: str,
+    ) -> None:
+        self._alarm(
+            key,
+            description,
+            comparison_operator="GreaterThanUpperThreshold",
+            evaluation_periods=evaluation_periods,
+            threshold_metric_id="band",
+            treat_missing_data=treat_missing_data,
+            metric_queries=[
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="m1",
+                    return_data=True,
+                    metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                        namespace=namespace,
+                        metric_name=metric_name,
+                        dimensions=dict(dimensions),
+                        stat=stat,
+                        period=period,
+                    ),
+                ),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="band",
+                    expression=f"ANOMALY_DETECTION_BAND(m1, {ANOMALY_BAND_WIDTH})",
+                    label=f"{metric_name} (expected band)",
+                    return_data=True,
+                ),
+            ],
+        )
+
+    # --- alarm families --------------------------------------------------------
+
+    def _queue_alarms(self) -> None:
+        args = self._args
+        self._alarm(
+            "dlq-not-empty",
+            "A task message failed every retry and is in the dead-letter queue.",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": args.dead_letter_queue_name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+        )
+        self._alarm(
+            "oldest-message-age",
+            "The oldest task message has waited longer than two visibility timeouts: "
+            "the worker is stuck or behind. Rolls back a worker deployment.",
+            namespace="AWS/SQS",
+            metric_name="ApproximateAgeOfOldestMessage",
+            dimensions={"QueueName": args.queue_name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            threshold=args.oldest_message_threshold_seconds,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+        )
+
+    def _web_alarms(self) -> None:
+        args = self._args
+
+        def elb(query_id: str, metric_name: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+            return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id=query_id,
+                return_data=False,
+                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                    namespace="AWS/ApplicationELB",
+                    metric_name=metric_name,
+                    dimensions={"LoadBalancer": args.load_balancer_arn_suffix},
+                    stat="Sum",
+                    period=60,
+                ),
+            )
+
+        self._alarm(
+            "http-5xx-rate",
+            f"More than {HTTP_5XX_RATE_PERCENT}% of requests end in a 5xx (ALB or target). "
+            "Rolls back a web deployment.",
+            comparison_operator="GreaterThanThreshold",
+            threshold=HTTP_5XX_RATE_PERCENT,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                elb("requests", "RequestCount"),
+                elb("target5xx", "HTTPCode_Target_5XX_Count"),
+                elb("elb5xx", "HTTPCode_ELB_5XX_Count"),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="rate",
+                    expression=(
+                        "IF(requests > 0, "
+                        "100 * (FILL(target5xx, 0) + FILL(elb5xx, 0)) / requests, 0)"
+                    ),
+                    label="5xx rate (%)",
+                    return_data=True,
+                ),
+            ],
+        )
+
+    def _database_alarms(self) -> None:
+        args = self._args
+        db = {"DBInstanceIdentifier": args.db_instance_id}
+        self._alarm(
+            "db-cpu",
+            f"Database CPU above {DB_CPU_PERCENT}% for 15 minutes.",
+            namespace="AWS/RDS",
+            metric_name="CPUUtilization",
+            dimensions=db,
+            statistic="Average",
+            period=300,
+            evaluation_periods=3,
+            threshold=DB_CPU_PERCENT,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="breaching",
+        )
+        self._anomaly_alarm(
+            "db-connections",
+            "Database connections above their expected band (a leak or a stampede).",
+            namespace="AWS/RDS",
+            metric_name="DatabaseConnections",
+            dimensions=db,
+            stat="Average",
+            period=300,
+            evaluation_periods=3,
+            treat_missing_data="breaching",
+        )
+        free_bytes = int(args.db_allocated_storage_gb * GIB * FREE_STORAGE_FRACTION)
+        self._alarm(
+            "db-free-storage",
+            f"Database free storage under {int(FREE_STORAGE_FRACTION * 100)}% of allocated; "
+            "storage autoscaling is stuck or at its ceiling.",
+            namespace="AWS/RDS",
+            metric_name="FreeStorageSpace",
+            dimensions=db,
+            statistic="Minimum",
+            period=300,
+            evaluation_periods=2,
+            threshold=free_bytes,
+            comparison_operator="LessThanThreshold",
+            treat_missing_data="breaching",
+        )
+
+    def _bundle_alarms(self) -> None:
+        args = self._args
+        dims = {outputs.METRIC_DIMENSION_STACK: args.stack}
+        audit_period = args.audit_interval_minutes * 60
+        self._alarm(
+            "snapshot-age",
+            f"The newest verified snapshot is older than {args.max_snapshot_age_hours} h, "
+            "or the audit has not reported it for two runs.",
+            namespace=outputs.METRIC_NAMESPACE,
+            metric_name=outputs.METRIC_SNAPSHOT_AGE_SECONDS,
+            dimensions=dims,
+            statistic="Maximum",
+            period=audit_period,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            threshold=args.max_snapshot_age_hours * 3600,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="breaching",
+        )
+        self._anomaly_alarm(
+            "restore-seconds",
+            "A restore took longer than its expected band: the recovery time objective is at risk.",
+            namespace=outputs.METRIC_NAMESPACE,
+            metric_name=outputs.METRIC_RESTORE_SECONDS,
+            dimensions=dims,
+            stat="Maximum",
+            period=3600,
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
+        )
+        self._alarm(
+            "audit-failures",
+            "The scheduled audit reported at least one failed check.",
+            namespace=outputs.METRIC_NAMESPACE,
+            metric_name=outputs.METRIC_AUDIT_FAILURES,
+            dimensions=dims,
+            statistic="Maximum",
+            period=audit_period,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+        )
+
+
+def names(alarms: Sequence[pulumi.Output[str]]) -> pulumi.Output[list[str]]:
+    """Resolve a list of alarm names into one Output (for ECS and stack outputs)."""
+    return pulumi.Output.all(*alarms).apply(list)

@@ -1,0 +1,217 @@
+"""AuditJob: `rollgate audit --json` on a schedule, as a one-off ECS task.
+
+Creates:
+- a log group, an execution role and a task role for the audit task; the task
+  role may only read what the audit checks (snapshots of this instance, the
+  artifact bucket, the queues' attributes) and put metrics into Rollgate's
+  namespace;
+- the Fargate task definition running ``rollgate audit --json``;
+- an EventBridge Scheduler schedule group and schedule (UTC, no flexible
+  window, retries) that runs the task in the private app subnets without a
+  public IP;
+- the role Scheduler assumes: ``ecs:RunTask`` of this task family on this
+  cluster only, and ``iam:PassRole`` of the task's two roles to ECS only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.account import AwsAccount
+from infra.config import AuditConfig, CpuArchitecture, EcrRepository
+from infra.iam import policy_document, service_trust_policy, statement
+from infra.tasks import (
+    TaskEnvironment,
+    container_definition,
+    execution_role,
+    fargate_task_definition,
+    log_group,
+    metrics_statement,
+    task_role,
+)
+
+AUDIT_CPU: Final = 256
+AUDIT_MEMORY: Final = 512
+#: Scheduler gives up on an invocation after this long (RunTask throttled, say).
+MAX_EVENT_AGE_SECONDS: Final = 3600
+MAX_RETRY_ATTEMPTS: Final = 3
+
+
+@dataclass(frozen=True)
+class AuditJobArgs:
+    config: AuditConfig
+    account: AwsAccount
+    image: str
+    cpu_architecture: CpuArchitecture
+    ecr_repository: EcrRepository | None
+    name_prefix: str
+    log_group_prefix: str
+    log_retention_days: int
+    cluster_arn: pulumi.Input[str]
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    environment: TaskEnvironment
+    db_instance_arn: pulumi.Input[str]
+    db_secret_arn: pulumi.Input[str]
+    db_kms_key_arn: pulumi.Input[str]
+    queue_arns: Sequence[pulumi.Input[str]]
+    artifact_bucket_arn: pulumi.Input[str]
+    artifact_kms_key_arn: pulumi.Input[str]
+    tags: Mapping[str, str]
+
+
+def task_family_arn_pattern(task_definition_arn: str) -> str:
+    """``...:task-definition/family:7`` -> ``...:task-definition/family:*`` (any revision)."""
+    return task_definition_arn.rsplit(":", 1)[0] + ":*"
+
+
+class AuditJob(pulumi.ComponentResource):
+    task_definition: aws.ecs.TaskDefinition
+    schedule: aws.scheduler.Schedule
+
+    def __init__(
+        self, name: str, args: AuditJobArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("rollgate:infra:AuditJob", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        account = args.account
+
+        logs = log_group(
+            self,
+            name,
+            log_name=f"{args.log_group_prefix}/audit",
+            retention_days=args.log_retention_days,
+            tags=tags,
+        )
+        exec_role = execution_role(
+            self,
+            name,
+            account=account,
+            ecr_repository=args.ecr_repository,
+            log_group_arn=logs.arn,
+            secret_arn=args.db_secret_arn,
+            secret_kms_key_arn=args.db_kms_key_arn,
+            tags=tags,
+        )
+        bucket_objects = pulumi.Output.from_input(args.artifact_bucket_arn).apply(
+            lambda arn: f"{arn}/*"
+        )
+        audit_role = task_role(
+            self,
+            name,
+            account=account,
+            statements=[
+                statement(
+                    ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
+                    [args.db_instance_arn, account.arn("rds", "snapshot:*")],
+                    sid="InspectSnapshots",
+                ),
+                statement(
+                    ["s3:ListBucket", "s3:GetBucketVersioning"],
+                    [args.artifact_bucket_arn],
+                    sid="ListArtifacts",
+                ),
+                statement(
+                    ["s3:GetObject", "s3:GetObjectVersion"], [bucket_objects], sid="ReadArtifacts"
+                ),
+                statement(["kms:Decrypt"], [args.artifact_kms_key_arn], sid="DecryptArtifacts"),
+                statement(["sqs:GetQueueAttributes"], list(args.queue_arns), sid="InspectQueues"),
+                metrics_statement(),
+            ],
+            tags=tags,
+        )
+        self.task_definition = fargate_task_definition(
+            self,
+            name,
+            family=f"{args.name_prefix}-audit",
+            cpu=AUDIT_CPU,
+            memory=AUDIT_MEMORY,
+            cpu_architecture=args.cpu_architecture,
+            execution_role_arn=exec_role.arn,
+            task_role_arn=audit_role.arn,
+            container=container_definition(
+                name="audit",
+                image=args.image,
+                env=args.environment,
+                log_group_name=logs.name,
+                command=args.config.command,
+            ),
+            tags=tags,
+        )
+
+        # Role EventBridge Scheduler assumes, for this account only.
+        scheduler_role = aws.iam.Role(
+            f"{name}-scheduler-role",
+            assume_role_policy=service_trust_policy(
+                "scheduler.amazonaws.com", source_account=account.account_id
+            ),
+            description="EventBridge Scheduler runs the Rollgate audit task",
+            tags=tags,
+            opts=child,
+        )
+        # RunTask of the audit family on this cluster, and PassRole of its two roles to ECS.
+        aws.iam.RolePolicy(
+            f"{name}-scheduler-policy",
+            role=scheduler_role.id,
+            policy=policy_document(
+                [
+                    statement(
+                        ["ecs:RunTask"],
+                        [self.task_definition.arn.apply(task_family_arn_pattern)],
+                        sid="RunAuditTask",
+                        condition={"ArnEquals": {"ecs:cluster": args.cluster_arn}},
+                    ),
+                    statement(
+                        ["iam:PassRole"],
+                        [exec_role.arn, audit_role.arn],
+                        sid="PassAuditRoles",
+                        condition={
+                            "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+                        },
+                    ),
+                ]
+            ),
+            opts=child,
+        )
+        # Schedule group, so Rollgate's schedules are listed and permissioned together.
+        group = aws.scheduler.ScheduleGroup(f"{name}-schedules", tags=tags, opts=child)
+        # The schedule: run one audit task every interval, in the private subnets.
+        self.schedule = aws.scheduler.Schedule(
+            f"{name}-schedule",
+            group_name=group.name,
+            description="Runs `rollgate audit --json`; results go to logs and the Rollgate metrics",
+            schedule_expression=args.config.schedule_expression,
+            schedule_expression_timezone="UTC",
+            state="ENABLED",
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=args.cluster_arn,
+                role_arn=scheduler_role.arn,
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_event_age_in_seconds=MAX_EVENT_AGE_SECONDS,
+                    maximum_retry_attempts=MAX_RETRY_ATTEMPTS,
+                ),
+                ecs_parameters=aws.scheduler.ScheduleTargetEcsParametersArgs(
+                    task_definition_arn=self.task_definition.arn,
+                    launch_type="FARGATE",
+                    platform_version="LATEST",
+                    task_count=1,
+                    network_configuration=aws.scheduler.ScheduleTargetEcsParametersNetworkConfigurationArgs(
+                        subnets=list(args.subnet_ids),
+                        security_groups=[args.security_group_id],
+                        assign_public_ip=False,
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+
+        self.register_outputs(
+            {"taskDefinitionArn": self.task_definition.arn, "scheduleName": self.schedule.name}
+        )

@@ -1,0 +1,120 @@
+"""Names shared between the Pulumi program and the packages that read its stack.
+
+`smoke/`, `rollback/` and the audits read the stack's outputs by these names
+(`pulumi stack output --json`), and emit the custom metrics that the alarms in
+`infra/alarms.py` watch. This module is plain constants on purpose: it must not
+import pulumi, so any package can import it without the Pulumi runtime.
+"""
+
+from typing import Final
+
+# --- Stack output names -------------------------------------------------------
+
+#: ``https://<alb-dns>`` (or ``http://`` on a dev stack without a certificate).
+APP_URL: Final = "appUrl"
+#: DNS name of the public application load balancer.
+LOAD_BALANCER_DNS_NAME: Final = "loadBalancerDnsName"
+
+VPC_ID: Final = "vpcId"
+
+#: ``host:port`` of the RDS PostgreSQL instance.
+DB_ENDPOINT: Final = "dbEndpoint"
+DB_ADDRESS: Final = "dbAddress"
+DB_PORT: Final = "dbPort"
+DB_NAME: Final = "dbName"
+#: RDS instance identifier (what snapshot/restore APIs take).
+DB_INSTANCE_ID: Final = "dbInstanceId"
+#: ARN of the RDS-managed master-user secret (JSON with ``username`` and ``password``).
+DB_SECRET_ARN: Final = "dbSecretArn"  # noqa: S105 (an output name, not a secret)
+
+QUEUE_URL: Final = "queueUrl"
+QUEUE_ARN: Final = "queueArn"
+DLQ_URL: Final = "dlqUrl"
+DLQ_ARN: Final = "dlqArn"
+
+#: Name of the versioned, KMS-encrypted rollback artifact bucket.
+ARTIFACT_BUCKET: Final = "artifactBucket"
+ARTIFACT_KMS_KEY_ARN: Final = "artifactKmsKeyArn"
+
+CLUSTER_NAME: Final = "clusterName"
+CLUSTER_ARN: Final = "clusterArn"
+WEB_SERVICE_NAME: Final = "webServiceName"
+WORKER_SERVICE_NAME: Final = "workerServiceName"
+WEB_TASK_DEFINITION_ARN: Final = "webTaskDefinitionArn"
+WORKER_TASK_DEFINITION_ARN: Final = "workerTaskDefinitionArn"
+AUDIT_TASK_DEFINITION_ARN: Final = "auditTaskDefinitionArn"
+AUDIT_SCHEDULE_NAME: Final = "auditScheduleName"
+
+ALARM_TOPIC_ARN: Final = "alarmTopicArn"
+#: Names of the alarms ECS watches during web / worker deployments.
+WEB_DEPLOYMENT_ALARMS: Final = "webDeploymentAlarmNames"
+WORKER_DEPLOYMENT_ALARMS: Final = "workerDeploymentAlarmNames"
+
+#: Every output the program exports; a test asserts the program exports exactly these.
+ALL_OUTPUTS: Final[frozenset[str]] = frozenset(
+    {
+        APP_URL,
+        LOAD_BALANCER_DNS_NAME,
+        VPC_ID,
+        DB_ENDPOINT,
+        DB_ADDRESS,
+        DB_PORT,
+        DB_NAME,
+        DB_INSTANCE_ID,
+        DB_SECRET_ARN,
+        QUEUE_URL,
+        QUEUE_ARN,
+        DLQ_URL,
+        DLQ_ARN,
+        ARTIFACT_BUCKET,
+        ARTIFACT_KMS_KEY_ARN,
+        CLUSTER_NAME,
+        CLUSTER_ARN,
+        WEB_SERVICE_NAME,
+        WORKER_SERVICE_NAME,
+        WEB_TASK_DEFINITION_ARN,
+        WORKER_TASK_DEFINITION_ARN,
+        AUDIT_TASK_DEFINITION_ARN,
+        AUDIT_SCHEDULE_NAME,
+        ALARM_TOPIC_ARN,
+        WEB_DEPLOYMENT_ALARMS,
+        WORKER_DEPLOYMENT_ALARMS,
+    }
+)
+
+# --- Custom CloudWatch metrics the bundle emits --------------------------------
+
+#: Namespace of every custom metric Rollgate emits.
+METRIC_NAMESPACE: Final = "Rollgate"
+#: The one dimension every custom metric carries; its value is the Pulumi stack name
+#: (tasks get it as the ``ROLLGATE_STACK`` environment variable). Alarms match
+#: dimensions exactly, so emitters must send this dimension and no other.
+METRIC_DIMENSION_STACK: Final = "Stack"
+#: Age of the newest verified snapshot, in seconds (emitted by each audit run).
+METRIC_SNAPSHOT_AGE_SECONDS: Final = "SnapshotAgeSeconds"
+#: Wall time of a restore (drill or real), in seconds.
+METRIC_RESTORE_SECONDS: Final = "RestoreSeconds"
+#: Number of failed checks in one audit run (0 when all pass; emitted every run).
+METRIC_AUDIT_FAILURES: Final = "AuditFailures"
+
+# --- Environment the tasks receive ---------------------------------------------
+
+ENV_STACK: Final = "ROLLGATE_STACK"
+ENV_ENVIRONMENT: Final = "ROLLGATE_ENVIRONMENT"
+ENV_QUEUE_URL: Final = "ROLLGATE_QUEUE_URL"
+ENV_DLQ_URL: Final = "ROLLGATE_DLQ_URL"
+ENV_ARTIFACT_BUCKET: Final = "ROLLGATE_ARTIFACT_BUCKET"
+ENV_METRIC_NAMESPACE: Final = "ROLLGATE_METRIC_NAMESPACE"
+ENV_DB_INSTANCE_ID: Final = "ROLLGATE_DB_INSTANCE_ID"
+#: libpq variables: host, port and database come in `environment`; user and
+#: password come in `secrets` from the RDS-managed secret.
+ENV_DB_HOST: Final = "PGHOST"
+ENV_DB_PORT: Final = "PGPORT"
+ENV_DB_NAME: Final = "PGDATABASE"
+ENV_DB_SSLMODE: Final = "PGSSLMODE"
+SECRET_DB_USER: Final = "PGUSER"  # noqa: S105 (a variable name)
+SECRET_DB_PASSWORD: Final = "PGPASSWORD"  # noqa: S105 (a variable name)
+
+#: The worker touches this file at least every 60 s; its container health check
+#: fails when the file is older than 120 s.
+WORKER_HEARTBEAT_FILE: Final = "/tmp/rollgate-worker.heartbeat"  # noqa: S108 (per-task tmpfs)
