@@ -107,7 +107,7 @@ class DockerPostgres:
         for key, value in _TESTCONTAINERS_DEFAULTS.items():
             os.environ.setdefault(key, value)
         image = image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
-        client = _docker_client()
+        client = connect_docker()
         try:
             reaped = reap_abandoned(client)
             if progress and reaped:
@@ -192,7 +192,7 @@ def reap_abandoned(client: Any = None) -> list[str]:
     """
     own_client = client is None
     if client is None:
-        client = _docker_client()
+        client = connect_docker()
     import docker.errors  # type: ignore[import-untyped, unused-ignore]
 
     try:
@@ -257,7 +257,7 @@ def _client_major(bin_dir: Path) -> int:
     return int(match[1])
 
 
-def _docker_client() -> Any:
+def connect_docker() -> Any:
     """A docker-py client that has answered once, or ToolUnavailable."""
     try:
         import docker
@@ -265,7 +265,9 @@ def _docker_client() -> Any:
         raise ToolUnavailable(
             "the docker backend needs docker-py and testcontainers: pip install testcontainers"
         ) from exc
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
+    docker_host = os.environ.get("DOCKER_HOST")
+    where = docker_host or "unix:///var/run/docker.sock"
+    checked = "DOCKER_HOST" if docker_host else "the default socket (DOCKER_HOST is unset)"
     try:
         # from_env asks the daemon for its API version, so this fails fast
         # (no hanging first request later) when nothing listens.
@@ -273,7 +275,7 @@ def _docker_client() -> Any:
     except docker.errors.DockerException as exc:
         raise ToolUnavailable(
             f"cannot reach the Docker daemon at {where}: {exc}. "
-            "Checked: DOCKER_HOST and the default socket. Fix: start the daemon "
+            f"Checked: {checked}. Fix: start the daemon "
             "(dockerd >/var/log/dockerd.log 2>&1 &, then `docker info`), point DOCKER_HOST "
             "at a running one, or use the embedded backend instead"
         ) from None
