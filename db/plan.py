@@ -118,7 +118,9 @@ def check_history(migrations: Sequence[Migration], history: Sequence[HistoryRow]
                     f"never edit an applied migration, add a new one"
                 )
     applied_versions = sorted(row.version for row in history)
-    known_below = [m.version for m in migrations if applied_versions and m.version < applied_versions[-1]]
+    known_below = [
+        m.version for m in migrations if applied_versions and m.version < applied_versions[-1]
+    ]
     pending_below = sorted(set(known_below) - set(applied_versions))
     if pending_below:
         problems.append(
@@ -135,8 +137,8 @@ def check_history(migrations: Sequence[Migration], history: Sequence[HistoryRow]
         )
     if problems:
         raise HistoryMismatch(
-            "refusing to run: " + ("; ".join(problems) if len(problems) == 1 else
-                                   "\n  - " + "\n  - ".join(problems)),
+            "refusing to run: "
+            + ("; ".join(problems) if len(problems) == 1 else "\n  - " + "\n  - ".join(problems)),
             details={"problems": problems},
         )
 

@@ -193,8 +193,10 @@ class StatusReport:
     @property
     def healthy(self) -> bool:
         """No refusals pending and nothing half-done or INVALID."""
-        return not self.problems and not self.invalid_indexes and all(
-            m.state in (APPLIED, "pending") for m in self.migrations
+        return (
+            not self.problems
+            and not self.invalid_indexes
+            and all(m.state in (APPLIED, "pending") for m in self.migrations)
         )
 
     @property
@@ -314,8 +316,12 @@ class MigrationRunner:
             else:
                 entries.append(
                     MigrationStatus(
-                        migration.label, migration.version, row.state,
-                        row.applied_at, row.applied_by, row.duration_ms,
+                        migration.label,
+                        migration.version,
+                        row.state,
+                        row.applied_at,
+                        row.applied_by,
+                        row.duration_ms,
                     )
                 )
         for row in rows.values():  # recorded, but no files: reported as a problem too
@@ -384,7 +390,10 @@ class MigrationRunner:
                     resumed=step.resume,
                 )
             except MigrationFailed as exc:
-                if exc.details.get("sqlstate") != LOCK_NOT_AVAILABLE or attempt == self.lock_retries:
+                if (
+                    exc.details.get("sqlstate") != LOCK_NOT_AVAILABLE
+                    or attempt == self.lock_retries
+                ):
                     raise
                 delay = self.retry_backoff * 2**attempt
                 self.progress(
@@ -453,8 +462,14 @@ class MigrationRunner:
             "applied_at = EXCLUDED.applied_at, duration_ms = EXCLUDED.duration_ms, "
             "applied_by = EXCLUDED.applied_by",
             (
-                migration.version, migration.name, state, migration.up.sha256,
-                migration.down.sha256, migration.verify.sha256, duration_ms, self._actor(),
+                migration.version,
+                migration.name,
+                state,
+                migration.up.sha256,
+                migration.down.sha256,
+                migration.verify.sha256,
+                duration_ms,
+                self._actor(),
             ),
         )
 
@@ -482,7 +497,7 @@ def concurrent_index_targets(script: SqlScript) -> list[str]:
         for raw in parse_sql(statement.text):
             node = raw.stmt
             if isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname:
-                schema = node.relation.schemaname or "public"
+                schema = (node.relation.schemaname if node.relation else None) or "public"
                 targets.append(f"{schema}.{node.idxname}")
     return targets
 

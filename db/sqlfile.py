@@ -171,7 +171,9 @@ def _parse_directives(path: Path, text: str) -> dict[str, str]:
                     f"{where}: unknown directive {key!r}; known: {', '.join(_KNOWN_DIRECTIVES)}"
                 )
             if key == "transaction" and value not in ("true", "false"):
-                raise MigrationFileError(f"{where}: transaction must be true or false, not {value!r}")
+                raise MigrationFileError(
+                    f"{where}: transaction must be true or false, not {value!r}"
+                )
             if key.endswith("_timeout") and not _TIMEOUT.match(value):
                 raise MigrationFileError(
                     f"{where}: {key}={value!r} is not a duration like 500ms, 5s, 10min, 1h or 0"

@@ -49,7 +49,9 @@ def test_two_migrations_sharing_a_version_are_refused(widgets_dir: Path) -> None
 def test_syntax_error_names_file_line_and_column(write_migrations: WriteMigrations) -> None:
     broken = dict(WIDGETS)
     broken["0002_add_widget_colour"] = (
-        "-- a comment line\nALTER TABLE widgets ADD COLUMN colour text;\nCREATE INDX oops ON widgets (colour);",
+        "-- a comment line\n"
+        "ALTER TABLE widgets ADD COLUMN colour text;\n"
+        "CREATE INDX oops ON widgets (colour);",
         "SELECT 1;",
         "SELECT 1;",
     )
@@ -69,13 +71,17 @@ def test_the_seeds_broken_sql_is_caught_with_its_line(write_migrations: WriteMig
         ");\n"
     )
     directory = write_migrations({"0001_create_customers": (seed_sql, "SELECT 1;", "SELECT 1;")})
-    with pytest.raises(MigrationFileError, match=r"0001_create_customers\.up\.sql:4:1: syntax error"):
+    with pytest.raises(
+        MigrationFileError, match=r"0001_create_customers\.up\.sql:4:1: syntax error"
+    ):
         load_migrations(directory)
 
 
 def test_invalid_utf8_is_refused_with_its_position(widgets_dir: Path) -> None:
     (widgets_dir / "0001_create_widgets.up.sql").write_bytes(b"SELECT 1;\nSELECT '\xff\xfe';\n")
-    with pytest.raises(MigrationFileError, match=r"0001_create_widgets\.up\.sql:2:9: not valid UTF-8"):
+    with pytest.raises(
+        MigrationFileError, match=r"0001_create_widgets\.up\.sql:2:9: not valid UTF-8"
+    ):
         load_migrations(widgets_dir)
 
 

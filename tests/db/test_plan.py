@@ -55,7 +55,9 @@ def test_revert_goes_newest_first(widgets: list[Migration]) -> None:
         "revert 0003_index_widget_name (outside a transaction)",
         "revert 0002_add_widget_colour",
     ]
-    assert plan_revert(widgets, [row(m) for m in widgets], target=0).steps[-1].migration.version == 1
+    assert (
+        plan_revert(widgets, [row(m) for m in widgets], target=0).steps[-1].migration.version == 1
+    )
 
 
 def test_changed_applied_file_is_refused_naming_the_file(widgets: list[Migration]) -> None:
@@ -73,7 +75,9 @@ def test_changed_down_file_is_refused_too(widgets: list[Migration]) -> None:
 
 def test_applied_migration_without_files_is_refused(widgets: list[Migration]) -> None:
     ghost = HistoryRow(9, "drop_everything", APPLIED, "a", "b", "c")
-    with pytest.raises(HistoryMismatch, match="records 0009_drop_everything, but no such migration"):
+    with pytest.raises(
+        HistoryMismatch, match="records 0009_drop_everything, but no such migration"
+    ):
         plan_upgrade(widgets, [row(widgets[0]), ghost])
 
 
@@ -93,7 +97,9 @@ def test_interrupted_migration_is_resumed_in_either_direction(widgets: list[Migr
     history = [row(widgets[0]), row(widgets[1]), row(widgets[2], APPLYING)]
     up = plan_upgrade(widgets, history)
     assert up.current == 2
-    assert labels(up) == ["apply 0003_index_widget_name (outside a transaction; resuming an interrupted run)"]
+    assert labels(up) == [
+        "apply 0003_index_widget_name (outside a transaction; resuming an interrupted run)"
+    ]
     down = plan_revert(widgets, history, target=2)
     assert [s.migration.version for s in down.steps] == [3]
     assert down.steps[0].resume

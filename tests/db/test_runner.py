@@ -61,7 +61,11 @@ def test_bundled_migrations_apply_and_record_history(
     migrations = load_migrations(BUNDLED_MIGRATIONS)
     for migration, recorded in zip(migrations, rows, strict=True):
         assert recorded[:3] == (migration.version, migration.name, "applied")
-        assert recorded[3:6] == (migration.up.sha256, migration.down.sha256, migration.verify.sha256)
+        assert recorded[3:6] == (
+            migration.up.sha256,
+            migration.down.sha256,
+            migration.verify.sha256,
+        )
         assert recorded[6] is not None and recorded[7] >= 0
         assert recorded[8] == "ci-job-1234"
 
@@ -142,7 +146,9 @@ def test_failing_verify_script_rolls_the_migration_back(
     broken = dict(WIDGETS)
     up, down, _ = broken["0002_add_widget_colour"]
     broken["0002_add_widget_colour"] = (up, down, "SELECT color FROM widgets WHERE false;")
-    with pytest.raises(MigrationFailed, match=r"0002_add_widget_colour\.verify\.sql:1:8: column \"color\""):
+    with pytest.raises(
+        MigrationFailed, match=r"0002_add_widget_colour\.verify\.sql:1:8: column \"color\""
+    ):
         make_runner(write_migrations(broken)).migrate()
     assert columns(empty_dsn, "widgets") == ["id", "name"]
     assert [r[0] for r in history(empty_dsn)] == [1]
@@ -240,5 +246,8 @@ def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
 
 def test_redact_dsn_handles_urls_and_keyword_strings() -> None:
     assert redact_dsn("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
-    assert redact_dsn("host=h user=u password=secret dbname=d") == "host=h user=u password=*** dbname=d"
+    assert (
+        redact_dsn("host=h user=u password=secret dbname=d")
+        == "host=h user=u password=*** dbname=d"
+    )
     assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"

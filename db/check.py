@@ -1,0 +1,84 @@
+"""``rollgate db check``: everything that must hold before a migration ships.
+
+On a throwaway Postgres (nothing else is touched):
+
+1. the canonical contract (``db.contract``): migrations == schema.sql, and
+   up -> down -> up is an identity at every step;
+2. every migration's verify script (run by the runner on every up);
+3. squawk lint over every migration file (``db.lint``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from db.contract import ContractReport, check_contract
+from db.lint import LintReport, lint_migrations, lintable_files
+from db.migrations import load_migrations
+from db.throwaway import TARGET_POSTGRES_MAJOR, start_throwaway
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    backend: str
+    server_major: int
+    migrations: tuple[str, ...]
+    contract: ContractReport
+    lint: LintReport
+    warnings: tuple[str, ...]
+    elapsed_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.contract.ok and self.lint.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "backend": self.backend,
+            "server_major": self.server_major,
+            "migrations": list(self.migrations),
+            "contract": self.contract.to_dict(),
+            "lint": self.lint.to_dict(),
+            "warnings": list(self.warnings),
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+        }
+
+
+def run_check(
+    migrations_dir: Path,
+    schema_path: Path,
+    *,
+    backend: str = "embedded",
+    image: str | None = None,
+    progress: Progress | None = None,
+) -> CheckReport:
+    """Run every check; the report says what passed and what did not."""
+    say = progress or (lambda message: None)
+    started = time.monotonic()
+    migrations = load_migrations(migrations_dir)  # refuses malformed files up front
+
+    say(f"linting the files of {len(migrations)} migration(s) with squawk")
+    files = lintable_files(migrations_dir)
+    lint = lint_migrations(files, pg_version=TARGET_POSTGRES_MAJOR)
+
+    say(f"starting a throwaway Postgres ({backend})")
+    with start_throwaway(backend, image=image, progress=say) as server:
+        for warning in server.warnings:
+            say(f"warning: {warning}")
+        contract = check_contract(server, migrations, schema_path, progress=say)
+        return CheckReport(
+            backend=backend,
+            server_major=server.major_version,
+            migrations=tuple(m.label for m in migrations),
+            contract=contract,
+            lint=lint,
+            warnings=tuple(server.warnings),
+            elapsed_seconds=time.monotonic() - started,
+        )

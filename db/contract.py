@@ -1,0 +1,192 @@
+"""The canonical contract between ``db/schema.sql`` and ``db/migrations/``.
+
+Two promises, checked on a throwaway Postgres by comparing catalogs (what the
+server actually built), never SQL text:
+
+1. Applying every migration to an empty database yields exactly the catalog
+   of ``schema.sql``.
+2. At every step, up -> down -> up returns identical catalog fingerprints:
+   each down undoes its up exactly, and each up can be re-applied after it.
+
+Every migration's verify script runs on every up, through the same runner
+production uses.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from db.catalog import Catalog, diff_catalogs, read_catalog
+from db.errors import RollgateError
+from db.migrations import Migration
+from db.runner import MigrationRunner, connect
+from db.sqlfile import execute_script, read_script
+from db.throwaway import ThrowawayPostgres, create_database, drop_database
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ContractFinding:
+    """One broken promise, with where it broke."""
+
+    stage: str  # "schema" | "up" | "down" | "reup" | "final"
+    migration: str | None
+    message: str
+
+    def describe(self) -> str:
+        where = f"{self.migration}: " if self.migration else ""
+        return f"[{self.stage}] {where}{self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "migration": self.migration, "message": self.message}
+
+
+@dataclass(frozen=True)
+class StepFingerprints:
+    """Catalog fingerprints around one migration's up -> down -> up."""
+
+    migration: str
+    before: str
+    after_up: str
+    after_down: str
+    after_reup: str
+
+    @property
+    def reversible(self) -> bool:
+        return self.after_down == self.before and self.after_reup == self.after_up
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "migration": self.migration,
+            "before": self.before,
+            "after_up": self.after_up,
+            "after_down": self.after_down,
+            "after_reup": self.after_reup,
+            "reversible": self.reversible,
+        }
+
+
+@dataclass
+class ContractReport:
+    schema_fingerprint: str = ""
+    migrations_fingerprint: str = ""
+    steps: list[StepFingerprints] = field(default_factory=list)
+    findings: list[ContractFinding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "schema_fingerprint": self.schema_fingerprint,
+            "migrations_fingerprint": self.migrations_fingerprint,
+            "steps": [step.to_dict() for step in self.steps],
+            "findings": [finding.to_dict() for finding in self.findings],
+        }
+
+
+def canonical_catalog(server: ThrowawayPostgres, schema_path: Path) -> Catalog:
+    """Load ``schema_path`` into a scratch database on ``server`` and read its catalog."""
+    script = read_script(schema_path)
+    name = f"canonical_{secrets.token_hex(4)}"
+    dsn = create_database(server, name)
+    try:
+        with connect(dsn) as conn:
+            with conn.transaction():
+                execute_script(conn, script)
+            return read_catalog(conn)
+    finally:
+        drop_database(server, name)
+
+
+def check_contract(
+    server: ThrowawayPostgres,
+    migrations: Sequence[Migration],
+    schema_path: Path,
+    *,
+    progress: Progress | None = None,
+) -> ContractReport:
+    """Check both promises on ``server``; findings describe every break."""
+    say = progress or (lambda message: None)
+    report = ContractReport()
+
+    say(f"loading the canonical schema {schema_path}")
+    try:
+        expected = canonical_catalog(server, schema_path)
+    except RollgateError as exc:
+        report.findings.append(ContractFinding("schema", None, exc.message))
+        return report
+    report.schema_fingerprint = expected.fingerprint()
+
+    name = f"contract_{secrets.token_hex(4)}"
+    dsn = create_database(server, name)
+    try:
+        with MigrationRunner(dsn, migrations, lock_wait=5, lock_retries=0) as runner:
+            _walk_steps(runner, migrations, report, say)
+            if report.findings:
+                return report
+            actual = read_catalog(runner.conn)
+        report.migrations_fingerprint = actual.fingerprint()
+        for difference in diff_catalogs(expected, actual):
+            report.findings.append(
+                ContractFinding("final", None, f"schema.sql vs migrations: {difference.describe()}")
+            )
+    finally:
+        drop_database(server, name)
+    return report
+
+
+def _walk_steps(
+    runner: MigrationRunner,
+    migrations: Sequence[Migration],
+    report: ContractReport,
+    say: Progress,
+) -> None:
+    previous_version = 0
+    before = read_catalog(runner.conn)
+    for number, migration in enumerate(migrations, start=1):
+        say(f"[{number}/{len(migrations)}] {migration.label}: up, down, up")
+        stage = "up"
+        try:
+            runner.migrate(migration.version)
+            after_up = read_catalog(runner.conn)
+            stage = "down"
+            runner.revert(previous_version)
+            after_down = read_catalog(runner.conn)
+            stage = "reup"
+            runner.migrate(migration.version)
+            after_reup = read_catalog(runner.conn)
+        except RollgateError as exc:
+            report.findings.append(ContractFinding(stage, migration.label, exc.message))
+            return
+        step = StepFingerprints(
+            migration.label,
+            before.fingerprint(),
+            after_up.fingerprint(),
+            after_down.fingerprint(),
+            after_reup.fingerprint(),
+        )
+        report.steps.append(step)
+        for difference in diff_catalogs(before, after_down):
+            report.findings.append(
+                ContractFinding(
+                    "down", migration.label, f"down does not undo up: {difference.describe()}"
+                )
+            )
+        for difference in diff_catalogs(after_up, after_reup):
+            report.findings.append(
+                ContractFinding(
+                    "reup", migration.label, f"up after down differs: {difference.describe()}"
+                )
+            )
+        if report.findings:
+            return
+        before = after_reup
+        previous_version = migration.version

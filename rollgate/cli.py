@@ -1,0 +1,278 @@
+"""``rollgate``: parse arguments, dispatch to a verb, print its outcome.
+
+This module only parses and dispatches (as pre-commit's ``main``): the verbs
+live in ``rollgate.commands``, human text in ``rollgate.render`` and the
+error-to-exit-code mapping in ``rollgate.error_handler``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
+from db.throwaway import BACKENDS
+from rollgate.commands import Options, Outcome
+from rollgate.error_handler import EXIT_CANNOT_RUN, run_guarded
+
+Verb = Callable[[Options, argparse.Namespace], Outcome]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rollgate`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # argparse: --help (0) or a usage error (2)
+        return int(exit_request.code or 0)
+    if not hasattr(args, "verb"):
+        parser.print_help(sys.stderr)
+        return EXIT_CANNOT_RUN
+    as_json = bool(getattr(args, "json", False))
+    command_name = args.command_name
+
+    def invoke() -> int:
+        outcome = args.verb(_resolve_options(args, as_json), args)
+        if as_json:
+            payload = {
+                "ok": outcome.exit_code == 0,
+                "command": command_name,
+                "exit_code": outcome.exit_code,
+                "result": outcome.result,
+            }
+            print(json.dumps(payload, indent=2, default=str), flush=True)
+        else:
+            print(outcome.text, flush=True)
+        return int(outcome.exit_code)
+
+    return run_guarded(invoke, command_name=command_name, as_json=as_json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options are accepted before or after the subcommand; SUPPRESS keeps
+    # a later default from overwriting an earlier explicit value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dsn",
+        default=argparse.SUPPRESS,
+        help="database connection string (default: $DATABASE_URL)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine-readable output on stdout (progress stays on stderr)",
+    )
+    common.add_argument(
+        "--migrations",
+        type=Path,
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"migrations directory (default: the bundle's {BUNDLED_MIGRATIONS.parent.name}/"
+        f"{BUNDLED_MIGRATIONS.name})",
+    )
+    common.add_argument(
+        "--schema",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="canonical schema file (default: the bundle's db/schema.sql)",
+    )
+    common.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress messages on stderr",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="rollgate",
+        parents=[common],
+        description="Gated, reversible rollouts for a Postgres-backed, queue-driven app.",
+        epilog="exit codes: 0 done, 1 check failed or refused, 2 could not run, "
+        "3 internal error, 130 interrupted",
+    )
+    groups = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db_group = groups.add_parser("db", help="schema, migrations and drift")
+    db_verbs = db_group.add_subparsers(title="db commands", metavar="VERB")
+
+    def verb(
+        subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        func: Verb,
+        help_text: str,
+        command_name: str,
+    ) -> argparse.ArgumentParser:
+        sub = subparsers.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(verb=func, command_name=command_name)
+        return sub
+
+    verb(
+        db_verbs,
+        "status",
+        _db_status,
+        "show applied, pending and interrupted migrations",
+        "db status",
+    )
+
+    migrate = verb(db_verbs, "migrate", _db_migrate, "apply pending migrations", "db migrate")
+    migrate.add_argument("--to", type=_version, metavar="N", help="stop after version N")
+    migrate.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    _lock_wait_option(migrate)
+
+    revert = verb(
+        db_verbs,
+        "revert",
+        _db_revert,
+        "revert migrations newer than N (plans first, then asks)",
+        "db revert",
+    )
+    revert.add_argument(
+        "--to",
+        type=_version,
+        metavar="N",
+        required=True,
+        help="keep versions <= N (0 reverts everything)",
+    )
+    revert.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    revert.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (for scripts that reviewed the plan)",
+    )
+    _lock_wait_option(revert)
+
+    check = verb(
+        db_verbs,
+        "check",
+        _db_check,
+        "canonical contract, verify scripts and squawk lint on a throwaway Postgres",
+        "db check",
+    )
+    _backend_options(check)
+
+    diff = verb(
+        db_verbs,
+        "diff",
+        _db_diff,
+        "compare a live database with the canonical schema (exit 1 on drift)",
+        "db diff",
+    )
+    _backend_options(diff)
+
+    sample = verb(
+        groups, "sample", _sample, "fill a migrated database with production-shaped data", "sample"
+    )
+    sample.add_argument("--size", default="250MB", help="target size, e.g. 250MB, 1.5GB")
+    sample.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
+
+    db_group.set_defaults(command_name="db")
+    return parser
+
+
+def _lock_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for another runner's lock (default: 60)",
+    )
+
+
+def _backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=os.environ.get("ROLLGATE_PG_BACKEND", "embedded"),
+        help="throwaway Postgres backend (default: embedded, or $ROLLGATE_PG_BACKEND)",
+    )
+    parser.add_argument(
+        "--image",
+        default=None,
+        help="Postgres image for the docker backend (default: $ROLLGATE_PG_IMAGE or "
+        "rollgate/postgres:18)",
+    )
+
+
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a migration version: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"versions are >= 0, not {value}")
+    return value
+
+
+def _resolve_options(args: argparse.Namespace, as_json: bool) -> Options:
+    quiet = bool(getattr(args, "quiet", False))
+
+    def progress(message: str) -> None:
+        if not quiet:
+            print(f"rollgate: {message}", file=sys.stderr, flush=True)
+
+    return Options(
+        dsn=getattr(args, "dsn", None) or os.environ.get("DATABASE_URL") or None,
+        as_json=as_json,
+        migrations_dir=getattr(args, "migrations", BUNDLED_MIGRATIONS),
+        schema_path=getattr(args, "schema", BUNDLED_SCHEMA),
+        progress=progress,
+        confirm=_confirm_on_terminal,
+    )
+
+
+def _confirm_on_terminal(question: str) -> bool:
+    """Ask on the terminal; without one (CI, pipes) the answer is no."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"{question}\nType 'yes' to continue: ", end="", file=sys.stderr, flush=True)
+    try:
+        return sys.stdin.readline().strip().lower() == "yes"
+    except (EOFError, OSError):
+        return False
+
+
+# --- adapters: argparse namespace -> verb keyword arguments ------------------
+
+
+def _db_status(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.status(opts)
+
+
+def _db_migrate(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.migrate(opts, to=args.to, dry_run=args.dry_run, lock_wait=args.lock_wait)
+
+
+def _db_revert(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.revert(opts, to=args.to, dry_run=args.dry_run, yes=args.yes, lock_wait=args.lock_wait)
+
+
+def _db_check(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.check(opts, backend=args.backend, image=args.image)
+
+
+def _db_diff(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.diff(opts, backend=args.backend, image=args.image)
+
+
+def _sample(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import sample
+
+    return sample.sample(opts, size=args.size, seed=args.seed)

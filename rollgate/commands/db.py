@@ -1,0 +1,76 @@
+"""``rollgate db``: status, migrate, revert, check, diff."""
+
+from __future__ import annotations
+
+from db.check import run_check
+from db.drift import detect_drift
+from db.errors import CheckFailed
+from db.migrations import load_migrations
+from db.runner import MigrationRunner
+from db.throwaway import start_throwaway
+from rollgate import render
+from rollgate.commands import Options, Outcome
+
+
+def status(opts: Options) -> Outcome:
+    """Where the database stands; exit 1 when history is inconsistent or half-done."""
+    migrations = load_migrations(opts.migrations_dir)
+    with MigrationRunner(opts.require_dsn(), migrations) as runner:
+        report = runner.status()
+    return Outcome(0 if report.healthy else 1, report.to_dict(), render.status(report))
+
+
+def migrate(opts: Options, *, to: int | None, dry_run: bool, lock_wait: float) -> Outcome:
+    """Apply pending migrations (up to ``to``); ``dry_run`` only plans."""
+    migrations = load_migrations(opts.migrations_dir)
+    with MigrationRunner(
+        opts.require_dsn(), migrations, lock_wait=lock_wait, progress=opts.progress
+    ) as runner:
+        report = runner.migrate(to, dry_run=dry_run)
+    return Outcome(0, report.to_dict(), render.run(report))
+
+
+def revert(opts: Options, *, to: int, dry_run: bool, yes: bool, lock_wait: float) -> Outcome:
+    """Revert to version ``to``: always plans first, then acts only when confirmed."""
+    migrations = load_migrations(opts.migrations_dir)
+    with MigrationRunner(
+        opts.require_dsn(), migrations, lock_wait=lock_wait, progress=opts.progress
+    ) as runner:
+        plan_report = runner.revert(to, dry_run=True)
+        if dry_run or plan_report.plan.empty:
+            return Outcome(0, plan_report.to_dict(), render.run(plan_report))
+        if not yes:
+            opts.progress(render.run(plan_report))
+            question = (
+                f"Revert {len(plan_report.plan.steps)} migration(s) to {to:04d}? "
+                "Down migrations can drop columns and tables and the data in them."
+            )
+            if not opts.confirm(question):
+                raise CheckFailed(
+                    "revert refused: not confirmed. Review the plan above (or run with "
+                    "--dry-run), then pass --yes to proceed without a prompt",
+                    details={"plan": plan_report.to_dict()["plan"]},
+                )
+        report = runner.revert(to)
+    return Outcome(0, report.to_dict(), render.run(report))
+
+
+def check(opts: Options, *, backend: str, image: str | None) -> Outcome:
+    """Contract, verify scripts and lint on a throwaway Postgres; exit 1 on any finding."""
+    report = run_check(
+        opts.migrations_dir,
+        opts.schema_path,
+        backend=backend,
+        image=image,
+        progress=opts.progress,
+    )
+    return Outcome(0 if report.ok else 1, report.to_dict(), render.check(report))
+
+
+def diff(opts: Options, *, backend: str, image: str | None) -> Outcome:
+    """Compare the live database with the canonical schema; exit 1 on drift."""
+    migrations = load_migrations(opts.migrations_dir)
+    dsn = opts.require_dsn()
+    with start_throwaway(backend, image=image, progress=opts.progress) as server:
+        report = detect_drift(dsn, server, opts.schema_path, migrations, progress=opts.progress)
+    return Outcome(1 if report.drifted else 0, report.to_dict(), render.drift(report))
