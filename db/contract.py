@@ -160,26 +160,31 @@ def _walk_steps(
             stage = "down"
             runner.revert(previous_version)
             after_down = read_catalog(runner.conn)
+            # Judge the down before re-applying: a leftover object usually makes
+            # the second up fail too, and the down is the cause worth naming.
+            for difference in diff_catalogs(before, after_down):
+                report.findings.append(
+                    ContractFinding(
+                        "down", migration.label, f"down does not undo up: {difference.describe()}"
+                    )
+                )
+            if report.findings:
+                return
             stage = "reup"
             runner.migrate(migration.version)
             after_reup = read_catalog(runner.conn)
         except RollgateError as exc:
             report.findings.append(ContractFinding(stage, migration.label, exc.message))
             return
-        step = StepFingerprints(
-            migration.label,
-            before.fingerprint(),
-            after_up.fingerprint(),
-            after_down.fingerprint(),
-            after_reup.fingerprint(),
-        )
-        report.steps.append(step)
-        for difference in diff_catalogs(before, after_down):
-            report.findings.append(
-                ContractFinding(
-                    "down", migration.label, f"down does not undo up: {difference.describe()}"
-                )
+        report.steps.append(
+            StepFingerprints(
+                migration.label,
+                before.fingerprint(),
+                after_up.fingerprint(),
+                after_down.fingerprint(),
+                after_reup.fingerprint(),
             )
+        )
         for difference in diff_catalogs(after_up, after_reup):
             report.findings.append(
                 ContractFinding(

@@ -102,7 +102,10 @@ def split_statements(path: Path, text: str) -> tuple[Statement, ...]:
         parser.parse_sql(text)
         slices = list(parser.split(text, with_parser=True, only_slices=True))
     except parser.ParseError as exc:
-        message, offset = exc.args[0], int(exc.args[1])
+        message = str(exc.args[0])
+        # pglast gives no location for errors at end of input: point at the end.
+        location = exc.args[1] if len(exc.args) > 1 else None
+        offset = len(text.rstrip()) if location is None else int(location)
         line, column = _line_and_column(text, offset)
         raise MigrationFileError(
             f"{path}:{line}:{column}: syntax error: {message}",

@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from db.throwaway import ThrowawayPostgres, create_database, drop_database, start_throwaway
+from db.migrations import BUNDLED_MIGRATIONS, load_migrations
+from db.runner import MigrationRunner
+from db.throwaway import (
+    ThrowawayPostgres,
+    create_database,
+    drop_database,
+    mark_as_template,
+    start_throwaway,
+)
 
 # Loopback only, and no reaper image (it cannot be pulled): fixtures clean up.
 os.environ.setdefault("TC_HOST", "127.0.0.1")
@@ -85,3 +93,26 @@ def make_database_on(each_server: ThrowawayPostgres) -> Iterator[MakeDatabase]:
 def empty_dsn(make_database: MakeDatabase) -> str:
     """DSN of a fresh, empty database on the default server."""
     return make_database()
+
+
+MIGRATED_TEMPLATE = "rollgate_migrated_template"
+
+
+def _migrated_template(server: ThrowawayPostgres) -> str:
+    """Migrate once per session with the real runner; tests clone it (pytest-postgresql style)."""
+    dsn = create_database(server, MIGRATED_TEMPLATE)
+    with MigrationRunner(dsn, load_migrations(BUNDLED_MIGRATIONS)) as runner:
+        runner.migrate()
+    mark_as_template(server, MIGRATED_TEMPLATE)
+    return MIGRATED_TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def migrated_template(server: ThrowawayPostgres) -> str:
+    return _migrated_template(server)
+
+
+@pytest.fixture
+def migrated_dsn(make_database: MakeDatabase, migrated_template: str) -> str:
+    """DSN of a fresh database with every bundled migration applied (a template clone)."""
+    return make_database(template=migrated_template)
