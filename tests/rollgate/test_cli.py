@@ -159,7 +159,7 @@ def test_db_check_fails_on_a_lint_finding(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     risky = dict(WIDGETS)
-    up, down, verify = risky["0003_index_widget_name"]
+    verify = risky["0003_index_widget_name"][2]
     # Non-concurrent index on an existing table blocks writes: squawk objects.
     risky["0003_index_widget_name"] = (
         "CREATE INDEX widgets_name_idx ON widgets (name);",
