@@ -32,7 +32,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         --reuse-base) reuse_base=1 ;;
-        -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
