@@ -6,7 +6,7 @@ do next.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from db.check import CheckReport
@@ -116,22 +116,23 @@ def drift(report: DriftReport) -> str:
 
 
 def sample(report: SampleReport) -> str:
-    data: dict[str, Any] = report.to_dict()
-    rows = data.get("rows", {})
     lines = [
-        f"sample data: {_mb(data.get('bytes_after', 0))} "
-        f"(target {_mb(data.get('target_bytes', 0))}) in {data.get('elapsed_seconds', 0):.1f}s, "
-        f"seed {data.get('seed')}"
+        f"sample data: {_mb(report.bytes_after)} in the four tables "
+        f"(target {_mb(report.target_bytes)}, was {_mb(report.bytes_before)}) "
+        f"in {report.elapsed_seconds:.1f}s, {report.batches} batch(es), seed {report.seed}"
     ]
-    lines += [f"  {table}: {count:,} rows" for table, count in sorted(rows.items())]
+    lines += [f"  {table}: {count:,} rows added" for table, count in report.rows.items()]
     return "\n".join(lines)
 
 
 def sample_progress(progress: SampleProgress) -> str:
-    data: dict[str, Any] = progress.to_dict()
-    done, target = data.get("bytes_so_far", 0), data.get("target_bytes", 1)
-    percent = min(100.0, 100.0 * done / max(target, 1))
-    return f"sample: {_mb(done)} of {_mb(target)} ({percent:.0f}%)"
+    done, target = progress.bytes_now, max(progress.target_bytes, 1)
+    percent = min(100.0, 100.0 * done / target)
+    rows = sum(progress.rows.values())
+    return (
+        f"sample batch {progress.batch}: {_mb(done)} of {_mb(target)} ({percent:.0f}%), "
+        f"{rows:,} rows in {progress.elapsed_seconds:.0f}s"
+    )
 
 
 def _mb(value: int) -> str:

@@ -105,6 +105,11 @@ def create_database(server: ThrowawayPostgres, name: str, *, template: str | Non
     if template is not None:
         _check_database_name(template)
         statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+    if server.major_version >= 15:
+        # FILE_COPY copies the template's files after a checkpoint instead of
+        # WAL-logging every block: ~7x faster for small databases, and the
+        # checkpoint is nearly free on a server with fsync off.
+        statement = sql.SQL("{} STRATEGY FILE_COPY").format(statement)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(statement)
     return server.dsn(name)

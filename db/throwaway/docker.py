@@ -118,7 +118,7 @@ class DockerPostgres:
             progress(f"starting docker Postgres ({image})")
         started = time.monotonic()
         container = _start_container(image, name, password, ready_timeout)
-        import docker.errors  # type: ignore[import-untyped, unused-ignore]
+        import docker.errors
 
         try:
             port = int(container.get_exposed_port(_CONTAINER_PORT))
@@ -196,7 +196,7 @@ def reap_abandoned(client: Any = None) -> list[str]:
     own_client = client is None
     if client is None:
         client = connect_docker()
-    import docker.errors  # type: ignore[import-untyped, unused-ignore]
+    import docker.errors
 
     try:
         containers = client.containers.list(
@@ -285,7 +285,7 @@ def connect_docker() -> Any:
 
 
 def _require_image(client: Any, image: str) -> None:
-    import docker.errors  # type: ignore[import-untyped, unused-ignore]
+    import docker.errors
 
     try:
         client.images.get(image)
@@ -302,7 +302,7 @@ def _require_image(client: Any, image: str) -> None:
 
 def _start_container(image: str, name: str, password: str, ready_timeout: float) -> Any:
     """Create, start and wait for a labelled PostgresContainer; remove it on failure."""
-    import docker.errors  # type: ignore[import-untyped, unused-ignore]
+    import docker.errors
     from testcontainers.community.postgres import PostgresContainer
 
     class _Container(PostgresContainer):
@@ -345,7 +345,7 @@ def _start_container(image: str, name: str, password: str, ready_timeout: float)
 
 def _wait_until_ready(container: Any, password: str, timeout: float) -> None:
     """Poll ``psql -h 127.0.0.1`` inside the container until it answers."""
-    import docker.errors  # type: ignore[import-untyped, unused-ignore]
+    import docker.errors
 
     wrapped = container.get_wrapped_container()
     name = wrapped.name
@@ -396,7 +396,7 @@ def _server_major(dsn: str, name: str) -> int:
 
 def _remove_container(container: Any, name: str, *, quiet: bool = False) -> None:
     """Remove the container and its volumes; ``quiet`` when already handling an error."""
-    import docker.errors  # type: ignore[import-untyped, unused-ignore]
+    import docker.errors
 
     try:
         container.stop(force=True, delete_volume=True)

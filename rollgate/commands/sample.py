@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import time
+
 from db.runner import connect
-from db.sample import generate_sample, parse_size
+from db.sample import SampleProgress, generate_sample, parse_size
 from rollgate import render
 from rollgate.commands import Options, Outcome
 
+# A 250 MB run has hundreds of batches; one line a second is readable.
+PROGRESS_INTERVAL_SECONDS = 1.0
+
 
 def sample(opts: Options, *, size: str, seed: int) -> Outcome:
-    """Generate about ``size`` of data; progress after every batch."""
+    """Generate about ``size`` of data, reporting progress about once a second."""
     target = parse_size(size)
+    last_shown = 0.0
+
+    def show(progress: SampleProgress) -> None:
+        nonlocal last_shown
+        now = time.monotonic()
+        if now - last_shown >= PROGRESS_INTERVAL_SECONDS or progress.bytes_now >= target:
+            last_shown = now
+            opts.progress(render.sample_progress(progress))
+
     with connect(opts.require_dsn()) as conn:
-        report = generate_sample(
-            conn, target, seed=seed, progress=lambda p: opts.progress(render.sample_progress(p))
-        )
+        report = generate_sample(conn, target, seed=seed, progress=show)
     return Outcome(0, report.to_dict(), render.sample(report))
