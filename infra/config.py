@@ -94,10 +94,10 @@ NAMESPACE: Final = "rollgate"
 #: Every key this program reads, with what it means. Anything else in the
 #: ``rollgate:`` namespace is rejected as unknown (most often a typo).
 CONFIG_KEYS: Final[Mapping[str, str]] = {
-    "environment": "dev | prod (required). prod turns on the production rules.",
+    "environment": "dev or prod (required). prod turns on the production rules.",
     "vpcCidr": "VPC IPv4 range, /16 to /20 (default 10.40.0.0/16).",
     "azCount": "Availability zones to span, 2-4 (default 2; prod default 3).",
-    "natGateways": "none | single | per-az (default none: tasks reach AWS via VPC endpoints).",
+    "natGateways": "none, single or per-az (default none: tasks reach AWS via VPC endpoints).",
     "dbEngineVersion": (
         f"PostgreSQL engine version, major or major.minor (default {DEFAULT_POSTGRES_MAJOR})."
     ),
@@ -112,7 +112,7 @@ CONFIG_KEYS: Final[Mapping[str, str]] = {
     "dbUsername": "Master user name; the password is generated and kept by RDS (default rollgate).",
     "image": "Container image (required). In prod it must be pinned: repo@sha256:<64 hex>.",
     "certificateArn": "ACM certificate for the HTTPS listener (required in prod).",
-    "cpuArchitecture": "X86_64 | ARM64 (default X86_64); must match the image.",
+    "cpuArchitecture": "X86_64 or ARM64 (default X86_64); must match the image.",
     "containerPort": "Port the web container listens on (default 8000).",
     "healthCheckPath": "HTTP path for the ALB and container health checks (default /healthz).",
     "webCpu": "Web task CPU units (default 512).",
@@ -148,6 +148,8 @@ _ECR_RE: Final = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/(?P<name>.+)$"
 )
 _HEALTH_PATH_RE: Final = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+#: Instance sizes RDS offers no Performance Insights on.
+_NO_PERFORMANCE_INSIGHTS_SIZES: Final = frozenset({"micro", "small"})
 _RESERVED_DB_USERS: Final = frozenset({"rdsadmin", "rdsrepladmin", "admin", "postgres", "root"})
 
 
@@ -557,14 +559,20 @@ def _read_database(reader: _Reader, prod: bool) -> DatabaseConfig:
     )
     if username.lower() in _RESERVED_DB_USERS:
         reader.problem("dbUsername", f"{username!r} is reserved by RDS or PostgreSQL")
+    instance_class = reader.matching(
+        "dbInstanceClass",
+        "db.t4g.medium",
+        _INSTANCE_CLASS_RE,
+        "must look like db.<family>.<size>, e.g. db.m7g.large",
+    )
+    if instance_class.rsplit(".", 1)[-1] in _NO_PERFORMANCE_INSIGHTS_SIZES:
+        reader.problem(
+            "dbInstanceClass",
+            f"{instance_class} has no Performance Insights (always on here); use medium or larger",
+        )
     return DatabaseConfig(
         engine_version=engine_version,
-        instance_class=reader.matching(
-            "dbInstanceClass",
-            "db.t4g.medium",
-            _INSTANCE_CLASS_RE,
-            "must look like db.<family>.<size>, e.g. db.m7g.large",
-        ),
+        instance_class=instance_class,
         allocated_storage_gb=allocated,
         max_allocated_storage_gb=max_allocated,
         backup_retention_days=reader.integer("dbBackupRetentionDays", 14 if prod else 7, 7, 35),

@@ -1,0 +1,1 @@
+"""Rollgate's CrossGuard policy pack: `policies.POLICIES`, served by `__main__`."""

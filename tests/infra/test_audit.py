@@ -1,0 +1,98 @@
+"""AuditJob: EventBridge Scheduler runs `rollgate audit --json` as a least-privilege ECS task."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from infra import outputs
+from tests.infra.harness import ProgramRun
+
+
+def statements(run: ProgramRun, suffix: str) -> dict[str, dict[str, Any]]:
+    policy = run.one("aws:iam/rolePolicy:RolePolicy", suffix)
+    return {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
+
+
+def test_schedule_runs_the_audit_task_on_fargate_privately(run: ProgramRun) -> None:
+    schedule = run.one("aws:scheduler/schedule:Schedule")
+    inputs = schedule.inputs
+    assert inputs["scheduleExpression"] == "rate(60 minutes)"
+    assert inputs["scheduleExpressionTimezone"] == "UTC"
+    assert inputs["flexibleTimeWindow"] == {"mode": "OFF"}
+    target = inputs["target"]
+    assert target["arn"] == run.exports[outputs.CLUSTER_ARN]
+    ecs = target["ecsParameters"]
+    assert ecs["taskDefinitionArn"] == run.exports[outputs.AUDIT_TASK_DEFINITION_ARN]
+    assert ecs["launchType"] == "FARGATE"
+    assert ecs["networkConfiguration"]["assignPublicIp"] is False
+    assert target["retryPolicy"]["maximumRetryAttempts"] == 3
+    assert schedule.property_dependencies["groupName"] == [
+        run.one("aws:scheduler/scheduleGroup:ScheduleGroup").urn
+    ]
+
+
+def test_audit_container_runs_rollgate_audit_json(run: ProgramRun) -> None:
+    task = run.one("aws:ecs/taskDefinition:TaskDefinition", "-audit-task")
+    [container] = json.loads(task.inputs["containerDefinitions"])
+    assert container["command"] == ["rollgate", "audit", "--json"]
+    assert container["image"] == run.config["image"]
+    assert {s["name"] for s in container["secrets"]} == {"PGUSER", "PGPASSWORD"}
+
+
+def test_scheduler_role_may_only_run_the_audit_family_on_this_cluster(run: ProgramRun) -> None:
+    role = run.one("aws:iam/role:Role", "-audit-scheduler-role")
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    policy = statements(run, "-audit-scheduler-policy")
+    run_task = policy["RunAuditTask"]
+    assert run_task["Action"] == ["ecs:RunTask"]
+    assert run_task["Resource"] == [
+        f"arn:aws:ecs:eu-west-1:123456789012:task-definition/rollgate-{run.stack}-audit:*"
+    ]
+    assert run_task["Condition"] == {"ArnEquals": {"ecs:cluster": run.exports[outputs.CLUSTER_ARN]}}
+    pass_role = policy["PassAuditRoles"]
+    assert pass_role["Action"] == ["iam:PassRole"]
+    assert sorted(pass_role["Resource"]) == sorted(
+        [
+            f"arn:aws:iam::123456789012:role/rollgate-{run.stack}-audit-execution-role",
+            f"arn:aws:iam::123456789012:role/rollgate-{run.stack}-audit-task-role",
+        ]
+    )
+    assert pass_role["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    }
+
+
+def test_audit_task_role_reads_only_what_it_audits(run: ProgramRun) -> None:
+    policy = statements(run, "-audit-task-policy")
+    assert set(policy) == {
+        "InspectSnapshots",
+        "ListArtifacts",
+        "ReadArtifacts",
+        "DecryptArtifacts",
+        "InspectQueues",
+        "PutRollgateMetrics",
+    }
+    actions = {a for s in policy.values() for a in s["Action"]}
+    assert not any(
+        a.split(":")[1].startswith(("Put", "Delete", "Create", "Modify", "Restore"))
+        for a in actions - {"cloudwatch:PutMetricData"}
+    )
+    assert policy["PutRollgateMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": outputs.METRIC_NAMESPACE}
+    }
+    assert policy["InspectQueues"]["Resource"] == [
+        run.exports[outputs.QUEUE_ARN],
+        run.exports[outputs.DLQ_ARN],
+    ]
+
+
+def test_audit_security_group_reaches_the_database(run: ProgramRun) -> None:
+    schedule = run.one("aws:scheduler/schedule:Schedule")
+    [group_urn] = [
+        urn
+        for urn in schedule.property_dependencies["target"]
+        if "securityGroup:SecurityGroup" in urn
+    ]
+    assert run.by_urn[group_urn].tags["rollgate:role"] == "audit"
