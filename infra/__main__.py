@@ -88,7 +88,6 @@ alarms = Alarms(
         oldest_message_threshold_seconds=2 * config.queue.visibility_timeout_seconds,
         audit_interval_minutes=config.audit.interval_minutes,
         max_snapshot_age_hours=config.alarms.max_snapshot_age_hours,
-        prod=config.is_prod,
         tags=tags,
     ),
 )

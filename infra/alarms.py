@@ -53,7 +53,6 @@ class AlarmsArgs:
     oldest_message_threshold_seconds: int
     audit_interval_minutes: int
     max_snapshot_age_hours: int
-    prod: bool
     tags: Mapping[str, str]
 
 

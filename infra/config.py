@@ -17,7 +17,7 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
@@ -53,32 +53,12 @@ VISIBILITY_TIMEOUT_FACTOR: Final = 2
 SQS_MAX_VISIBILITY_SECONDS: Final = 12 * 3600
 
 #: CloudWatch Logs accepts only these retention periods.
-LOG_RETENTION_DAYS: Final = frozenset(
-    {
-        1,
-        3,
-        5,
-        7,
-        14,
-        30,
-        60,
-        90,
-        120,
-        150,
-        180,
-        365,
-        400,
-        545,
-        731,
-        1096,
-        1827,
-        2192,
-        2557,
-        2922,
-        3288,
-        3653,
-    }
-)
+# fmt: off
+LOG_RETENTION_DAYS: Final = frozenset({
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    1096, 1827, 2192, 2557, 2922, 3288, 3653,
+})
+# fmt: on
 
 #: Fargate task sizes: CPU units -> allowed memory (MiB).
 FARGATE_MEMORY: Final[Mapping[int, frozenset[int]]] = {
@@ -656,14 +636,6 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def load_config(
-    stack: str | None = None,
-    project: str | None = None,
-    read_raw: Callable[[], Mapping[str, str]] = raw_namespace_config,
-) -> StackConfig:
+def load_config() -> StackConfig:
     """Read and validate this stack's config. Call once, at program start."""
-    return parse_config(
-        read_raw(),
-        stack=stack if stack is not None else pulumi.get_stack(),
-        project=project if project is not None else NAMESPACE,
-    )
+    return parse_config(raw_namespace_config(), stack=pulumi.get_stack())

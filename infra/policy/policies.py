@@ -437,11 +437,10 @@ def tasks_without_public_ip(props: Props, args: ResourceValidationArgs) -> Itera
     if args.resource_type == ECS_SERVICE:
         network = props.get("networkConfiguration") or {}
     else:
-        network = (((props.get("target") or {}).get("ecsParameters")) or {}).get(
-            "networkConfiguration"
-        ) or {}
-        if not (props.get("target") or {}).get("ecsParameters"):
-            return
+        ecs = (props.get("target") or {}).get("ecsParameters")
+        if not ecs:
+            return  # a schedule that starts no ECS task
+        network = ecs.get("networkConfiguration") or {}
     if not network:
         yield "tasks must run in awsvpc mode with an explicit networkConfiguration"
     elif network.get("assignPublicIp") is True:
