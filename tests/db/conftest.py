@@ -61,13 +61,19 @@ def widgets_dir(write_migrations: WriteMigrations) -> Path:
 
 
 @pytest.fixture
-def make_runner(empty_dsn: str) -> Iterator[Callable[..., MigrationRunner]]:
-    """Factory: a runner on a fresh database for a migrations directory."""
+def fresh_dsn(make_database_on: Callable[..., str]) -> str:
+    """A fresh, empty database, once on each backend (embedded, then docker)."""
+    return make_database_on()
+
+
+@pytest.fixture
+def make_runner(fresh_dsn: str) -> Iterator[Callable[..., MigrationRunner]]:
+    """Factory: a runner on a fresh database (on each backend) for a migrations directory."""
     runners: list[MigrationRunner] = []
 
     def make(directory: Path, **options: object) -> MigrationRunner:
         options.setdefault("retry_backoff", 0.05)
-        runner = MigrationRunner(empty_dsn, load_migrations(directory), **options)  # type: ignore[arg-type]
+        runner = MigrationRunner(fresh_dsn, load_migrations(directory), **options)  # type: ignore[arg-type]
         runners.append(runner)
         return runner
 

@@ -45,15 +45,15 @@ def history(dsn: str) -> list[tuple[Any, ...]]:
 
 
 def test_bundled_migrations_apply_and_record_history(
-    make_runner: MakeRunner, empty_dsn: str, monkeypatch: pytest.MonkeyPatch
+    make_runner: MakeRunner, fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ROLLGATE_ACTOR", "ci-job-1234")
     runner = make_runner(BUNDLED_MIGRATIONS)
     report = runner.migrate()
     assert (report.version_before, report.version_after) == (0, 2)
-    assert set(tables(empty_dsn)) >= {"customers", "orders", "execution_tasks", "payment_events"}
-    assert columns(empty_dsn, "execution_tasks")[-1] == "ai_model"
-    with psycopg.connect(empty_dsn) as conn:
+    assert set(tables(fresh_dsn)) >= {"customers", "orders", "execution_tasks", "payment_events"}
+    assert columns(fresh_dsn, "execution_tasks")[-1] == "ai_model"
+    with psycopg.connect(fresh_dsn) as conn:
         rows = conn.execute(
             "SELECT version, name, state, up_sha256, down_sha256, verify_sha256, applied_at, "
             "duration_ms, applied_by FROM schema_migrations ORDER BY version"
@@ -70,10 +70,10 @@ def test_bundled_migrations_apply_and_record_history(
         assert recorded[8] == "ci-job-1234"
 
 
-def test_dry_run_changes_nothing(make_runner: MakeRunner, empty_dsn: str) -> None:
+def test_dry_run_changes_nothing(make_runner: MakeRunner, fresh_dsn: str) -> None:
     report = make_runner(BUNDLED_MIGRATIONS).migrate(dry_run=True)
     assert report.dry_run and len(report.plan.steps) == 2
-    assert tables(empty_dsn) == []  # not even the history table
+    assert tables(fresh_dsn) == []  # not even the history table
 
 
 def test_migrate_twice_applies_nothing_the_second_time(
@@ -86,28 +86,28 @@ def test_migrate_twice_applies_nothing_the_second_time(
 
 
 def test_revert_and_reapply_round_trip(
-    make_runner: MakeRunner, widgets_dir: Path, empty_dsn: str
+    make_runner: MakeRunner, widgets_dir: Path, fresh_dsn: str
 ) -> None:
     runner = make_runner(widgets_dir)
     runner.migrate()
     runner.revert(1)
-    assert columns(empty_dsn, "widgets") == ["id", "name"]
-    assert [r[0] for r in history(empty_dsn)] == [1]
+    assert columns(fresh_dsn, "widgets") == ["id", "name"]
+    assert [r[0] for r in history(fresh_dsn)] == [1]
     runner.revert(0)
-    assert tables(empty_dsn) == ["schema_migrations"]
+    assert tables(fresh_dsn) == ["schema_migrations"]
     runner.migrate()
-    assert [r[2] for r in history(empty_dsn)] == ["applied"] * 3
+    assert [r[2] for r in history(fresh_dsn)] == ["applied"] * 3
 
 
 def test_changed_applied_file_is_refused_and_nothing_runs(
-    make_runner: MakeRunner, widgets_dir: Path, empty_dsn: str
+    make_runner: MakeRunner, widgets_dir: Path, fresh_dsn: str
 ) -> None:
     make_runner(widgets_dir).migrate(target=2)
     up = widgets_dir / "0001_create_widgets.up.sql"
     up.write_text(up.read_text() + "-- a harmless-looking edit\n")
     with pytest.raises(HistoryMismatch, match=r"0001_create_widgets\.up\.sql: changed since"):
         make_runner(widgets_dir).migrate()
-    assert len(history(empty_dsn)) == 2
+    assert len(history(fresh_dsn)) == 2
 
 
 def test_status_reports_refusals_without_raising(
@@ -121,7 +121,7 @@ def test_status_reports_refusals_without_raising(
 
 
 def test_failed_transactional_migration_leaves_database_exactly_as_before(
-    make_runner: MakeRunner, write_migrations: WriteMigrations, empty_dsn: str
+    make_runner: MakeRunner, write_migrations: WriteMigrations, fresh_dsn: str
 ) -> None:
     broken = dict(WIDGETS)
     broken["0002_add_widget_colour"] = (
@@ -136,12 +136,12 @@ def test_failed_transactional_migration_leaves_database_exactly_as_before(
         runner.migrate()
     assert "0002_add_widget_colour.up.sql:3:" in caught.value.message
     assert 'column "shade" does not exist' in caught.value.message
-    assert columns(empty_dsn, "widgets") == ["id", "name"]
-    assert history(empty_dsn) == [(1, "create_widgets", "applied")]
+    assert columns(fresh_dsn, "widgets") == ["id", "name"]
+    assert history(fresh_dsn) == [(1, "create_widgets", "applied")]
 
 
 def test_failing_verify_script_rolls_the_migration_back(
-    make_runner: MakeRunner, write_migrations: WriteMigrations, empty_dsn: str
+    make_runner: MakeRunner, write_migrations: WriteMigrations, fresh_dsn: str
 ) -> None:
     broken = dict(WIDGETS)
     up, down, _ = broken["0002_add_widget_colour"]
@@ -150,12 +150,12 @@ def test_failing_verify_script_rolls_the_migration_back(
         MigrationFailed, match=r"0002_add_widget_colour\.verify\.sql:1:8: column \"color\""
     ):
         make_runner(write_migrations(broken)).migrate()
-    assert columns(empty_dsn, "widgets") == ["id", "name"]
-    assert [r[0] for r in history(empty_dsn)] == [1]
+    assert columns(fresh_dsn, "widgets") == ["id", "name"]
+    assert [r[0] for r in history(fresh_dsn)] == [1]
 
 
 def test_failed_concurrent_index_is_detected_then_repaired(
-    make_runner: MakeRunner, write_migrations: WriteMigrations, empty_dsn: str
+    make_runner: MakeRunner, write_migrations: WriteMigrations, fresh_dsn: str
 ) -> None:
     unique = dict(WIDGETS)
     unique["0003_index_widget_name"] = (
@@ -167,7 +167,7 @@ def test_failed_concurrent_index_is_detected_then_repaired(
     directory = write_migrations(unique)
     runner = make_runner(directory)
     runner.migrate(target=2)
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO widgets VALUES (1, 'dup'), (2, 'dup')")
     with pytest.raises(MigrationFailed, match="could not create unique index"):
         runner.migrate()
@@ -177,7 +177,7 @@ def test_failed_concurrent_index_is_detected_then_repaired(
     assert [m.state for m in status.migrations] == ["applied", "applied", "applying"]
     assert not status.healthy
 
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM widgets WHERE id = 2")
     report = runner.migrate()
     assert report.executed[0].resumed
@@ -188,14 +188,14 @@ def test_failed_concurrent_index_is_detected_then_repaired(
 
 
 def test_lock_timeout_is_retried_then_succeeds(
-    make_runner: MakeRunner, write_migrations: WriteMigrations, empty_dsn: str
+    make_runner: MakeRunner, write_migrations: WriteMigrations, fresh_dsn: str
 ) -> None:
     quick = dict(WIDGETS)
     up, down, verify = quick["0002_add_widget_colour"]
     quick["0002_add_widget_colour"] = ("-- rollgate: lock_timeout=100ms\n" + up, down, verify)
     runner = make_runner(write_migrations(quick), lock_retries=5, retry_backoff=0.1)
     runner.migrate(target=1)
-    blocker = psycopg.connect(empty_dsn)
+    blocker = psycopg.connect(fresh_dsn)
     blocker.execute("LOCK TABLE widgets IN ACCESS SHARE MODE")  # holds until commit
     threading.Timer(0.6, blocker.commit).start()
     messages: list[str] = []
@@ -207,30 +207,30 @@ def test_lock_timeout_is_retried_then_succeeds(
 
 
 def test_lock_timeout_gives_up_after_bounded_retries(
-    make_runner: MakeRunner, write_migrations: WriteMigrations, empty_dsn: str
+    make_runner: MakeRunner, write_migrations: WriteMigrations, fresh_dsn: str
 ) -> None:
     quick = dict(WIDGETS)
     up, down, verify = quick["0002_add_widget_colour"]
     quick["0002_add_widget_colour"] = ("-- rollgate: lock_timeout=50ms\n" + up, down, verify)
     runner = make_runner(write_migrations(quick), lock_retries=2, retry_backoff=0.01)
     runner.migrate(target=1)
-    with psycopg.connect(empty_dsn) as blocker:
+    with psycopg.connect(fresh_dsn) as blocker:
         blocker.execute("LOCK TABLE widgets IN ACCESS SHARE MODE")
         with pytest.raises(MigrationFailed, match="lock timeout"):
             runner.migrate()
-    assert [r[0] for r in history(empty_dsn)] == [1]
+    assert [r[0] for r in history(fresh_dsn)] == [1]
 
 
 def test_runner_that_cannot_get_the_lock_applies_nothing(
-    make_runner: MakeRunner, widgets_dir: Path, empty_dsn: str
+    make_runner: MakeRunner, widgets_dir: Path, fresh_dsn: str
 ) -> None:
-    with psycopg.connect(empty_dsn, autocommit=True) as holder:
+    with psycopg.connect(fresh_dsn, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         started = time.monotonic()
         with pytest.raises(LockNotAcquired, match="another migration runner holds the lock"):
             make_runner(widgets_dir, lock_wait=0.5).migrate()
         assert time.monotonic() - started < 5
-    assert tables(empty_dsn) == []
+    assert tables(fresh_dsn) == []
 
 
 def test_unreachable_database_is_a_clear_error_without_the_password() -> None:

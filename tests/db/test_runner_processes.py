@@ -126,11 +126,11 @@ LOGGED: MigrationSet = {
 
 
 def test_eight_concurrent_runners_apply_each_migration_exactly_once(
-    write_migrations: WriteMigrations, empty_dsn: str
+    write_migrations: WriteMigrations, fresh_dsn: str
 ) -> None:
     directory = write_migrations(LOGGED)
     runners = [
-        rollgate("db", "migrate", "--migrations", str(directory), "--json", dsn=empty_dsn)
+        rollgate("db", "migrate", "--migrations", str(directory), "--json", dsn=fresh_dsn)
         for _ in range(8)
     ]
     outputs = [p.communicate(timeout=120) for p in runners]
@@ -139,12 +139,12 @@ def test_eight_concurrent_runners_apply_each_migration_exactly_once(
         assert code == 0, err
     executed = [len(json.loads(out)["result"]["executed"]) for _, out, _ in results]
     assert sorted(executed) == [0] * 7 + [3]  # one runner did all the work
-    with psycopg.connect(empty_dsn) as conn:
+    with psycopg.connect(fresh_dsn) as conn:
         counts = dict(
             conn.execute("SELECT migration, count(*) FROM apply_log GROUP BY 1").fetchall()
         )
     assert counts == {"0001": 1, "0002": 1, "0003": 1}
-    assert history(empty_dsn) == [(1, "applied"), (2, "applied"), (3, "applied")]
+    assert history(fresh_dsn) == [(1, "applied"), (2, "applied"), (3, "applied")]
 
 
 # --- killed runners -----------------------------------------------------------
@@ -201,8 +201,8 @@ KILLABLE: MigrationSet = {
 
 
 @pytest.fixture
-def killable(write_migrations: WriteMigrations, empty_dsn: str) -> Path:
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+def killable(write_migrations: WriteMigrations, fresh_dsn: str) -> Path:
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         conn.execute(PAUSE_SETUP.encode())
     return write_migrations(KILLABLE)
 
@@ -225,72 +225,72 @@ def has_column(dsn: str, table: str, column: str) -> bool:
 
 
 def test_killed_inside_a_transactional_migration_leaves_no_trace(
-    killable: Path, empty_dsn: str
+    killable: Path, fresh_dsn: str
 ) -> None:
-    pause(empty_dsn, "0002")
-    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=empty_dsn)
-    kill_when_running(process, empty_dsn, "pause_here('0002')")
+    pause(fresh_dsn, "0002")
+    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
+    kill_when_running(process, fresh_dsn, "pause_here('0002')")
 
-    assert history(empty_dsn) == [(1, "applied")]
-    assert not has_column(empty_dsn, "jobs", "owner")
-    assert scalar(empty_dsn, "SELECT to_regclass('job_owners')") is None
+    assert history(fresh_dsn) == [(1, "applied")]
+    assert not has_column(fresh_dsn, "jobs", "owner")
+    assert scalar(fresh_dsn, "SELECT to_regclass('job_owners')") is None
 
-    pause(empty_dsn)
-    code, _, err = run_rollgate("db", "migrate", "--migrations", str(killable), dsn=empty_dsn)
+    pause(fresh_dsn)
+    code, _, err = run_rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
     assert code == 0, err
-    assert history(empty_dsn) == [(1, "applied"), (2, "applied"), (3, "applied")]
+    assert history(fresh_dsn) == [(1, "applied"), (2, "applied"), (3, "applied")]
 
 
 def test_killed_between_statements_outside_a_transaction_is_resumed(
-    killable: Path, empty_dsn: str
+    killable: Path, fresh_dsn: str
 ) -> None:
-    pause(empty_dsn, "0003")
-    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=empty_dsn)
-    kill_when_running(process, empty_dsn, "pause_here('0003')")
+    pause(fresh_dsn, "0003")
+    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
+    kill_when_running(process, fresh_dsn, "pause_here('0003')")
 
     # History tells the truth: 0003 started and did not finish.
-    assert history(empty_dsn) == [(1, "applied"), (2, "applied"), (3, "applying")]
-    assert has_column(empty_dsn, "jobs", "tag")
+    assert history(fresh_dsn) == [(1, "applied"), (2, "applied"), (3, "applying")]
+    assert has_column(fresh_dsn, "jobs", "tag")
     code, out, _ = run_rollgate(
-        "db", "status", "--migrations", str(killable), "--json", dsn=empty_dsn
+        "db", "status", "--migrations", str(killable), "--json", dsn=fresh_dsn
     )
     assert code == 1
     assert json.loads(out)["result"]["healthy"] is False
 
-    pause(empty_dsn)
+    pause(fresh_dsn)
     code, out, err = run_rollgate(
-        "db", "migrate", "--migrations", str(killable), "--json", dsn=empty_dsn
+        "db", "migrate", "--migrations", str(killable), "--json", dsn=fresh_dsn
     )
     assert code == 0, err
     executed = json.loads(out)["result"]["executed"]
     assert [(e["migration"], e["resumed"]) for e in executed] == [("0003_index_job_name", True)]
-    assert history(empty_dsn)[-1] == (3, "applied")
+    assert history(fresh_dsn)[-1] == (3, "applied")
 
 
-def test_killed_during_a_concurrent_index_build_is_repaired(killable: Path, empty_dsn: str) -> None:
+def test_killed_during_a_concurrent_index_build_is_repaired(killable: Path, fresh_dsn: str) -> None:
     code, _, err = run_rollgate(
-        "db", "migrate", "--to", "2", "--migrations", str(killable), dsn=empty_dsn
+        "db", "migrate", "--to", "2", "--migrations", str(killable), dsn=fresh_dsn
     )
     assert code == 0, err
-    pause(empty_dsn, "build")
-    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=empty_dsn)
-    kill_when_running(process, empty_dsn, "CREATE INDEX CONCURRENTLY")
+    pause(fresh_dsn, "build")
+    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
+    kill_when_running(process, fresh_dsn, "CREATE INDEX CONCURRENTLY")
 
     invalid = scalar(
-        empty_dsn,
+        fresh_dsn,
         "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "WHERE c.relname = 'jobs_name_key_idx' AND NOT i.indisvalid",
     )
     assert invalid == 1, "a killed CONCURRENTLY build leaves an INVALID index"
     code, out, _ = run_rollgate(
-        "db", "status", "--migrations", str(killable), "--json", dsn=empty_dsn
+        "db", "status", "--migrations", str(killable), "--json", dsn=fresh_dsn
     )
     assert code == 1
     assert json.loads(out)["result"]["invalid_indexes"] == ["public.jobs_name_key_idx"]
 
-    pause(empty_dsn)
+    pause(fresh_dsn)
     code, out, err = run_rollgate(
-        "db", "migrate", "--migrations", str(killable), "--json", dsn=empty_dsn
+        "db", "migrate", "--migrations", str(killable), "--json", dsn=fresh_dsn
     )
     assert code == 0, err
     step = json.loads(out)["result"]["executed"][0]
@@ -298,21 +298,21 @@ def test_killed_during_a_concurrent_index_build_is_repaired(killable: Path, empt
         "dropped INVALID index public.jobs_name_key_idx before rebuilding it"
     ]
     code, out, _ = run_rollgate(
-        "db", "status", "--migrations", str(killable), "--json", dsn=empty_dsn
+        "db", "status", "--migrations", str(killable), "--json", dsn=fresh_dsn
     )
     assert code == 0 and json.loads(out)["result"]["invalid_indexes"] == []
 
 
-def test_killed_while_waiting_for_the_lock_changes_nothing(killable: Path, empty_dsn: str) -> None:
+def test_killed_while_waiting_for_the_lock_changes_nothing(killable: Path, fresh_dsn: str) -> None:
     from db.runner import MIGRATION_LOCK_KEY
 
-    with psycopg.connect(empty_dsn, autocommit=True) as holder:
+    with psycopg.connect(fresh_dsn, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        process = rollgate("db", "migrate", "--migrations", str(killable), dsn=empty_dsn)
+        process = rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
         wait_for(
             lambda: bool(
                 scalar(
-                    empty_dsn,
+                    fresh_dsn,
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE application_name = 'rollgate-lock'",
                 )
@@ -321,20 +321,20 @@ def test_killed_while_waiting_for_the_lock_changes_nothing(killable: Path, empty
         )
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    assert scalar(empty_dsn, "SELECT to_regclass('jobs')") is None
-    code, _, err = run_rollgate("db", "migrate", "--migrations", str(killable), dsn=empty_dsn)
+    assert scalar(fresh_dsn, "SELECT to_regclass('jobs')") is None
+    code, _, err = run_rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
     assert code == 0, err
 
 
 def test_sigterm_inside_a_transactional_migration_rolls_back_and_exits_130(
-    killable: Path, empty_dsn: str
+    killable: Path, fresh_dsn: str
 ) -> None:
-    pause(empty_dsn, "0002")
-    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=empty_dsn)
-    wait_for(lambda: statement_running(empty_dsn, "pause_here('0002')"), "the pause")
+    pause(fresh_dsn, "0002")
+    process = rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
+    wait_for(lambda: statement_running(fresh_dsn, "pause_here('0002')"), "the pause")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
-    assert history(empty_dsn) == [(1, "applied")]
-    assert not has_column(empty_dsn, "jobs", "owner")
+    assert history(fresh_dsn) == [(1, "applied")]
+    assert not has_column(fresh_dsn, "jobs", "owner")
