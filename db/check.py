@@ -18,7 +18,7 @@ from typing import Any
 
 from db.contract import ContractReport, check_contract
 from db.lint import LintReport, lint_migrations, lintable_files
-from db.migrations import load_migrations
+from db.migrations import load_migrations, require_schema_file
 from db.throwaway import TARGET_POSTGRES_MAJOR, start_throwaway
 
 Progress = Callable[[str], None]
@@ -62,6 +62,7 @@ def run_check(
     """Run every check; the report says what passed and what did not."""
     say = progress or (lambda message: None)
     started = time.monotonic()
+    require_schema_file(schema_path)
     migrations = load_migrations(migrations_dir)  # refuses malformed files up front
 
     say(f"linting the files of {len(migrations)} migration(s) with squawk")

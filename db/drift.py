@@ -14,7 +14,7 @@ from typing import Any
 
 from db.catalog import Difference, diff_catalogs, read_catalog
 from db.contract import canonical_catalog
-from db.migrations import Migration
+from db.migrations import Migration, require_schema_file
 from db.runner import MigrationRunner, Progress
 from db.throwaway import ThrowawayPostgres
 
@@ -60,6 +60,7 @@ def detect_drift(
 ) -> DriftReport:
     """Compare the database at ``dsn`` with ``schema_path`` (loaded on ``server``)."""
     say = progress or (lambda message: None)
+    require_schema_file(schema_path)
     say("reading the live catalog (read-only)")
     with MigrationRunner(dsn, migrations) as runner:
         runner.conn.execute("SET default_transaction_read_only = on")

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from db.errors import MigrationFileError
+from db.errors import CannotRun, MigrationFileError
 from db.sqlfile import SqlScript, read_script
 
 BUNDLED_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -51,6 +51,13 @@ class Migration:
         return script
 
 
+def require_schema_file(path: Path) -> Path:
+    """``path`` if it is a readable file, else ``CannotRun`` (a usage problem, exit 2)."""
+    if not path.is_file():
+        raise CannotRun(f"{path}: schema file not found (check --schema)")
+    return path
+
+
 def load_migrations(directory: Path = BUNDLED_MIGRATIONS) -> list[Migration]:
     """Read every migration in ``directory``, ordered by version.
 
@@ -58,7 +65,7 @@ def load_migrations(directory: Path = BUNDLED_MIGRATIONS) -> list[Migration]:
     not exactly a set of complete, well-formed up/down/verify triples.
     """
     if not directory.is_dir():
-        raise MigrationFileError(f"{directory}: migrations directory not found")
+        raise CannotRun(f"{directory}: migrations directory not found (check --migrations)")
     found: dict[int, dict[str, Path]] = {}
     names: dict[int, str] = {}
     for path in sorted(directory.iterdir()):

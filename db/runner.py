@@ -103,13 +103,15 @@ def connect(dsn: str, *, application_name: str = "rollgate") -> psycopg.Connecti
             dsn, autocommit=True, application_name=application_name, connect_timeout=10
         )
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # psycopg puts the cause and the hint on separate, tab-indented lines.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DatabaseUnreachable(
             f"cannot connect to {redact_dsn(dsn)}: {reason}",
             details={"dsn": redact_dsn(dsn)},
         ) from exc
     except psycopg.ProgrammingError as exc:
-        raise DatabaseUnreachable(f"invalid DSN {redact_dsn(dsn)}: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise DatabaseUnreachable(f"invalid DSN {redact_dsn(dsn)}: {reason}") from exc
     return conn
 
 

@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _lock_wait_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lock-wait",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="SECONDS",
         help="how long to wait for another runner's lock (default: 60)",
@@ -199,6 +199,16 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
         help="Postgres image for the docker backend (default: $ROLLGATE_PG_IMAGE or "
         "rollgate/postgres:18)",
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, not {text}")
+    return value
 
 
 def _version(text: str) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from db.errors import MigrationFileError
+from db.errors import CannotRun, MigrationFileError
 from db.migrations import BUNDLED_MIGRATIONS, load_migrations
 from tests.db.conftest import WIDGETS, WriteMigrations
 
@@ -113,6 +113,6 @@ def test_statements_know_their_lines(widgets_dir: Path) -> None:
     assert migration.up.statements[1].text.startswith("CREATE INDEX widgets_colour_idx")
 
 
-def test_missing_directory_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(MigrationFileError, match="migrations directory not found"):
+def test_missing_directory_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(CannotRun, match="migrations directory not found"):
         load_migrations(tmp_path / "nope")

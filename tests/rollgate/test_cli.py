@@ -219,3 +219,37 @@ def test_the_console_script_runs_as_a_module() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("FAILED: cannot connect")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["db", "check", "--schema", "/nonexistent/schema.sql"], "schema file not found"),
+        (["db", "check", "--migrations", "/nonexistent"], "migrations directory not found"),
+        (["db", "status", "--dsn", "not a dsn"], "invalid DSN"),
+        (["sample", "--size", "lots", "--dsn", UNREACHABLE], "invalid size 'lots'"),
+        pytest.param(
+            ["db", "check", "--backend", "docker", "--image", "rollgate/absent:0"],
+            "not available locally",
+            marks=pytest.mark.docker,
+        ),
+    ],
+)
+def test_bad_input_cannot_run_with_a_clear_message(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2, err
+    failure = [line for line in err.splitlines() if line.startswith("FAILED: ")]
+    assert len(failure) == 1 and message in failure[0]
+    assert "Traceback" not in err
+
+
+def test_connection_errors_keep_the_cause(capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, err = run(capsys, "db", "status", "--dsn", UNREACHABLE)
+    assert "Connection refused" in err
+
+
+def test_negative_lock_wait_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "db", "migrate", "--lock-wait", "-5", "--dsn", UNREACHABLE)
+    assert code == 2 and "must be between 0 and 86400 seconds" in err
