@@ -11,7 +11,6 @@ On a throwaway Postgres (nothing else is touched):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,7 @@ from typing import Any
 from db.contract import ContractReport, check_contract
 from db.lint import LintReport, lint_migrations, lintable_files
 from db.migrations import load_migrations, require_schema_file
-from db.throwaway import TARGET_POSTGRES_MAJOR, start_throwaway
-
-Progress = Callable[[str], None]
+from db.throwaway import TARGET_POSTGRES_MAJOR, Progress, start_throwaway
 
 
 @dataclass(frozen=True)

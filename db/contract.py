@@ -15,7 +15,7 @@ production uses.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,7 @@ from db.errors import RollgateError
 from db.migrations import Migration
 from db.runner import MigrationRunner, connect
 from db.sqlfile import execute_script, read_script
-from db.throwaway import ThrowawayPostgres, create_database, drop_database
-
-Progress = Callable[[str], None]
+from db.throwaway import Progress, ThrowawayPostgres, create_database, drop_database
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import Any
 from db.catalog import Difference, diff_catalogs, read_catalog
 from db.contract import canonical_catalog
 from db.migrations import Migration, require_schema_file
-from db.runner import MigrationRunner, Progress
-from db.throwaway import ThrowawayPostgres
+from db.runner import MigrationRunner
+from db.throwaway import Progress, ThrowawayPostgres
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,7 @@ class DriftReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "drifted": self.drifted,
-            "differences": [
-                {**_jsonable(d), "description": d.describe()} for d in self.differences
-            ],
+            "differences": [{**d.to_dict(), "description": d.describe()} for d in self.differences],
             "live_fingerprint": self.live_fingerprint,
             "canonical_fingerprint": self.canonical_fingerprint,
             "live_version": self.live_version,
@@ -91,9 +89,3 @@ def detect_drift(
         canonical_server=str(server.major_version),
         notes=tuple(notes),
     )
-
-
-def _jsonable(difference: Difference) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(difference)

@@ -126,7 +126,7 @@ def check_history(migrations: Sequence[Migration], history: Sequence[HistoryRow]
         problems.append(
             "history is out of order: "
             + ", ".join(by_version[v].label for v in pending_below)
-            + f" is pending but the later {history_label(history, applied_versions[-1])} is "
+            + f" is pending but the later {_history_label(history, applied_versions[-1])} is "
             "already applied; renumber the new migration after the latest applied one"
         )
     unfinished = [row for row in history if not row.complete]
@@ -136,14 +136,11 @@ def check_history(migrations: Sequence[Migration], history: Sequence[HistoryRow]
             + ", ".join(f"{row.label} ({row.state})" for row in unfinished)
         )
     if problems:
-        raise HistoryMismatch(
-            "refusing to run: "
-            + ("; ".join(problems) if len(problems) == 1 else "\n  - " + "\n  - ".join(problems)),
-            details={"problems": problems},
-        )
+        listed = problems[0] if len(problems) == 1 else "\n  - " + "\n  - ".join(problems)
+        raise HistoryMismatch(f"refusing to run: {listed}", details={"problems": problems})
 
 
-def history_label(history: Sequence[HistoryRow], version: int) -> str:
+def _history_label(history: Sequence[HistoryRow], version: int) -> str:
     return next(row.label for row in history if row.version == version)
 
 

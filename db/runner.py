@@ -62,8 +62,7 @@ from db.plan import (
     plan_upgrade,
 )
 from db.sqlfile import SqlScript, execute_script
-
-Progress = Callable[[str], None]
+from db.throwaway import Progress
 
 # Any constant works as long as every runner agrees; it spells "Roll" in ASCII.
 # It stays below 2**31 so pg_locks shows it plainly in objid.

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command_name = args.command_name
 
     def invoke() -> int:
-        outcome = args.verb(_resolve_options(args, as_json), args)
+        outcome = args.verb(_resolve_options(args), args)
         if as_json:
             payload = {
                 "ok": outcome.exit_code == 0,
@@ -221,7 +221,7 @@ def _version(text: str) -> int:
     return value
 
 
-def _resolve_options(args: argparse.Namespace, as_json: bool) -> Options:
+def _resolve_options(args: argparse.Namespace) -> Options:
     quiet = bool(getattr(args, "quiet", False))
 
     def progress(message: str) -> None:
@@ -230,7 +230,6 @@ def _resolve_options(args: argparse.Namespace, as_json: bool) -> Options:
 
     return Options(
         dsn=getattr(args, "dsn", None) or os.environ.get("DATABASE_URL") or None,
-        as_json=as_json,
         migrations_dir=getattr(args, "migrations", BUNDLED_MIGRATIONS),
         schema_path=getattr(args, "schema", BUNDLED_SCHEMA),
         progress=progress,

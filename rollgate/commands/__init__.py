@@ -20,7 +20,6 @@ class Options:
     """Global options, resolved once (flags, then environment, then defaults)."""
 
     dsn: str | None
-    as_json: bool
     migrations_dir: Path
     schema_path: Path
     progress: Callable[[str], None] = field(default=lambda message: None)
