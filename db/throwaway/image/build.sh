@@ -119,7 +119,8 @@ fi
 if [[ "$((version / 10000))" != "$PG_MAJOR" ]]; then
     die "smoke test failed: $IMAGE runs PostgreSQL $version, expected major $PG_MAJOR"
 fi
-step "built $IMAGE: PostgreSQL $version ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
+# server_version_num is MMmmpp (180006); people read 18.6.
+step "built $IMAGE: PostgreSQL $((version / 10000)).$((version % 10000)) ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
 for old in "${superseded[@]}"; do
     # Fails harmlessly when the ID is still tagged or used by a container.
     [[ -n "$old" ]] && docker image rm "$old" >/dev/null 2>&1 || true
