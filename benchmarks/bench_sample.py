@@ -27,7 +27,8 @@ from pathlib import Path
 
 import psycopg
 
-from db.sample import TABLES, SampleProgress, generate_sample, parse_size
+from core.sizes import parse_size
+from db.sample import TABLES, SampleProgress, generate_sample
 from db.throwaway import create_database, start_throwaway
 
 SCHEMA = Path(__file__).resolve().parent.parent / "db" / "schema.sql"

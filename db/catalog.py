@@ -50,7 +50,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import psycopg
 from psycopg.rows import dict_row
 
-from db.errors import CannotRun
+from core.errors import CannotRun
 
 # Bumped whenever the shape of Catalog.to_dict() changes, so an old stored
 # artifact is refused rather than compared field-by-field with a new one.

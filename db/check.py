@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.progress import Progress
 from db.contract import ContractReport, check_contract
 from db.lint import LintReport, lint_migrations, lintable_files
 from db.migrations import load_migrations, require_schema_file
-from db.throwaway import TARGET_POSTGRES_MAJOR, Progress, start_throwaway
+from db.throwaway import TARGET_POSTGRES_MAJOR, start_throwaway
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import RollgateError
+from core.postgres import connect
+from core.progress import Progress
 from db.catalog import Catalog, diff_catalogs, read_catalog
-from db.errors import RollgateError
 from db.migrations import Migration
-from db.runner import MigrationRunner, connect
+from db.runner import MigrationRunner
 from db.sqlfile import execute_script, read_script
-from db.throwaway import Progress, ThrowawayPostgres, create_database, drop_database
+from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.progress import Progress
 from db.catalog import Difference, diff_catalogs, read_catalog
 from db.contract import canonical_catalog
 from db.migrations import Migration, require_schema_file
 from db.runner import MigrationRunner
-from db.throwaway import Progress, ThrowawayPostgres
+from db.throwaway import ThrowawayPostgres
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from db.errors import CannotRun, MigrationFileError, ToolUnavailable
+from core.errors import CannotRun, ToolUnavailable
+from db.errors import MigrationFileError
 
 # Rules switched off for every file, each with the reason it does not apply.
 EXCLUDED_RULES: Mapping[str, str] = {

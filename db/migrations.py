@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from db.errors import CannotRun, MigrationFileError
+from core.errors import CannotRun
+from db.errors import MigrationFileError
 from db.sqlfile import SqlScript, read_script
 
 BUNDLED_MIGRATIONS = Path(__file__).parent / "migrations"

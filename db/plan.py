@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from db.errors import CannotRun, CheckFailed, HistoryMismatch
+from core.errors import CannotRun, CheckFailed
+from db.errors import HistoryMismatch
 from db.migrations import KINDS, Migration
 
 APPLIED = "applied"

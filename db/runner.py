@@ -35,7 +35,6 @@ Guarantees, and how they are kept:
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +46,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from db.errors import DatabaseUnreachable, HistoryMismatch, LockNotAcquired, MigrationFailed
+from core.postgres import connect
+from core.progress import Progress
+from db.errors import HistoryMismatch, LockNotAcquired, MigrationFailed
 from db.migrations import Migration
 from db.plan import (
     APPLIED,
@@ -62,7 +63,6 @@ from db.plan import (
     plan_upgrade,
 )
 from db.sqlfile import SqlScript, execute_script
-from db.throwaway import Progress
 
 # Any constant works as long as every runner agrees; it spells "Roll" in ASCII.
 # It stays below 2**31 so pg_locks shows it plainly in objid.
@@ -85,33 +85,6 @@ CREATE TABLE IF NOT EXISTS public.schema_migrations (
     CONSTRAINT schema_migrations_state_valid CHECK (state IN ('applied', 'applying', 'reverting'))
 )
 """
-
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
-_PASSWORD_IN_KEYWORDS = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced, safe for messages and logs."""
-    return _PASSWORD_IN_KEYWORDS.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", dsn))
-
-
-def connect(dsn: str, *, application_name: str = "rollgate") -> psycopg.Connection[Any]:
-    """An autocommit connection, or ``DatabaseUnreachable`` with a redacted DSN."""
-    try:
-        conn = psycopg.connect(
-            dsn, autocommit=True, application_name=application_name, connect_timeout=10
-        )
-    except psycopg.OperationalError as exc:
-        # psycopg puts the cause and the hint on separate, tab-indented lines.
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DatabaseUnreachable(
-            f"cannot connect to {redact_dsn(dsn)}: {reason}",
-            details={"dsn": redact_dsn(dsn)},
-        ) from exc
-    except psycopg.ProgrammingError as exc:
-        reason = " ".join(str(exc).split())
-        raise DatabaseUnreachable(f"invalid DSN {redact_dsn(dsn)}: {reason}") from exc
-    return conn
 
 
 @dataclass(frozen=True)

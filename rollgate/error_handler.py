@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from db.errors import CannotRun, CheckFailed, RollgateError
+from core.errors import CannotRun, CheckFailed, RollgateError
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1

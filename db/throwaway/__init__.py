@@ -22,22 +22,20 @@ Usage::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import psycopg
 from psycopg import sql
 
-from db.errors import CannotRun
+from core.errors import CannotRun
+from core.progress import Progress
 
 # The Postgres major version Rollgate targets in production (RDS). infra's
 # default engine version must agree; a test holds the two together.
 TARGET_POSTGRES_MAJOR = 18
 
 BACKENDS = ("embedded", "docker")
-
-Progress = Callable[[str], None]
 
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

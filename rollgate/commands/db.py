@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from core.errors import CheckFailed
 from db.check import run_check
 from db.drift import detect_drift
-from db.errors import CheckFailed
 from db.migrations import load_migrations
 from db.runner import MigrationRunner
 from db.throwaway import start_throwaway

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from db.runner import connect
-from db.sample import SampleProgress, generate_sample, parse_size
+from core.postgres import connect
+from core.sizes import parse_size
+from db.sample import SampleProgress, generate_sample
 from rollgate import render
 from rollgate.commands import Options, Outcome
 

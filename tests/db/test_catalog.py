@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.errors import CannotRun
 from db.catalog import (
     Catalog,
     Constraint,
@@ -25,7 +26,6 @@ from db.catalog import (
     diff_catalogs,
     read_catalog,
 )
-from db.errors import CannotRun
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "db" / "schema.sql"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from db.errors import CannotRun, MigrationFileError, ToolUnavailable
+from core.errors import CannotRun, ToolUnavailable
+from db.errors import MigrationFileError
 from db.lint import (
     EXCLUDED_RULES,
     IGNORE_NEEDS_REASON,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from db.errors import CannotRun, MigrationFileError
+from core.errors import CannotRun
+from db.errors import MigrationFileError
 from db.migrations import BUNDLED_MIGRATIONS, load_migrations
 from tests.db.conftest import WIDGETS, WriteMigrations
 

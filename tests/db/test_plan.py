@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from db.errors import CannotRun, CheckFailed, HistoryMismatch
+from core.errors import CannotRun, CheckFailed
+from db.errors import HistoryMismatch
 from db.migrations import Migration, load_migrations
 from db.plan import APPLIED, APPLYING, REVERTING, HistoryRow, plan_revert, plan_upgrade
 

@@ -10,9 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from core.postgres import redact_dsn
 from db.errors import HistoryMismatch, LockNotAcquired, MigrationFailed
 from db.migrations import BUNDLED_MIGRATIONS, load_migrations
-from db.runner import MIGRATION_LOCK_KEY, MigrationRunner, redact_dsn
+from db.runner import MIGRATION_LOCK_KEY, MigrationRunner
 from tests.db.conftest import WIDGETS, WriteMigrations
 
 MakeRunner = Callable[..., MigrationRunner]
@@ -236,7 +237,7 @@ def test_runner_that_cannot_get_the_lock_applies_nothing(
 
 
 def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
-    from db.errors import DatabaseUnreachable
+    from core.errors import DatabaseUnreachable
 
     dsn = "postgresql://app:hunter2@127.0.0.1:1/app"
     runner = MigrationRunner(dsn, [])

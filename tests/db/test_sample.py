@@ -18,8 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from db.errors import CannotRun, CheckFailed
-from db.sample import TABLES, SampleProgress, SampleReport, generate_sample, parse_size
+from core.errors import CannotRun, CheckFailed
+from core.sizes import parse_size
+from db.sample import TABLES, SampleProgress, SampleReport, generate_sample
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]

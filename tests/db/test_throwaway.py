@@ -21,7 +21,7 @@ import docker  # type: ignore[import-untyped, unused-ignore]
 import psycopg
 import pytest
 
-from db.errors import CannotRun, ToolUnavailable
+from core.errors import CannotRun, ToolUnavailable
 from db.throwaway import (
     TARGET_POSTGRES_MAJOR,
     ThrowawayPostgres,
