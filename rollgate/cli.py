@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from db.config import load_config
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
 from db.throwaway import BACKENDS
 from rollgate.commands import Options, Outcome
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="canonical schema file (default: the bundle's db/schema.sql)",
+    )
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="project config (default: ./rollgate.toml when present)",
     )
     common.add_argument(
         "--quiet",
@@ -228,10 +236,12 @@ def _resolve_options(args: argparse.Namespace) -> Options:
         if not quiet:
             print(f"rollgate: {message}", file=sys.stderr, flush=True)
 
+    config = load_config(getattr(args, "config", None))
     return Options(
         dsn=getattr(args, "dsn", None) or os.environ.get("DATABASE_URL") or None,
-        migrations_dir=getattr(args, "migrations", BUNDLED_MIGRATIONS),
-        schema_path=getattr(args, "schema", BUNDLED_SCHEMA),
+        migrations_dir=getattr(args, "migrations", None) or config.migrations or BUNDLED_MIGRATIONS,
+        schema_path=getattr(args, "schema", None) or config.schema or BUNDLED_SCHEMA,
+        config=config,
         progress=progress,
         confirm=_confirm_on_terminal,
     )

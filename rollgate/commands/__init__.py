@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from db.errors import CannotRun
+from core.errors import CannotRun
+from db.config import ProjectConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Options:
     dsn: str | None
     migrations_dir: Path
     schema_path: Path
+    config: ProjectConfig = field(default_factory=ProjectConfig)
     progress: Callable[[str], None] = field(default=lambda message: None)
     # Asks a person to confirm a destructive step; False when nobody can answer.
     confirm: Callable[[str], bool] = field(default=lambda question: False)
