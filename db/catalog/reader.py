@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -25,11 +25,16 @@ from db.catalog.records import (
     TypeDef,
     View,
 )
+from db.config import CatalogScope
+from db.history import HISTORY_SCHEMA
 
 # Oldest server whose pg_catalog has every column the queries below read
 # (pg_get_function_sqlbody and attcompression arrived in 14). Catalogs read
 # from different majors are readable but not comparable text for text.
 MIN_SERVER_VERSION = 140000
+
+# The default scope: every user schema, no table excluded.
+EVERY_SCHEMA = CatalogScope()
 
 # --- reading -----------------------------------------------------------------
 
@@ -56,6 +61,29 @@ _RELATION_IN_SCOPE = """
     AND NOT EXISTS (SELECT 1 FROM pg_depend e
                     WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid
                       AND e.deptype = 'e')
+    -- Legacy location of Rollgate's own history (public.schema_migrations,
+    -- before it moved to the rollgate schema), recognised by its checksum
+    -- columns so that another tool's schema_migrations (Rails,
+    -- golang-migrate) is still compared like any project table.
+    AND NOT (n.nspname = 'public' AND c.relname = 'schema_migrations'
+             AND (SELECT count(*) FROM pg_attribute h
+                  WHERE h.attrelid = c.oid AND NOT h.attisdropped
+                    AND h.attname IN ('up_sha256', 'down_sha256', 'verify_sha256')) = 3)
+"""
+
+# The schemas read: every user schema, or the ones the scope names, but never
+# a system schema, Rollgate's own bookkeeping schema, or a schema an extension
+# created (the extension row covers it).
+_SCHEMAS_READ = """
+SELECT n.nspname AS name
+FROM pg_namespace n
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  AND n.nspname <> %(own_schema)s
+  AND (cardinality(%(wanted)s::text[]) = 0 OR n.nspname = ANY(%(wanted)s::text[]))
+  AND NOT EXISTS (SELECT 1 FROM pg_depend e
+                  WHERE e.classid = 'pg_namespace'::regclass AND e.objid = n.oid
+                    AND e.deptype = 'e')
+ORDER BY n.nspname
 """
 
 _EXTENSIONS = """
@@ -67,7 +95,7 @@ FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
 _SCHEMAS = """
 SELECT n.nspname AS name, obj_description(n.oid, 'pg_namespace') AS comment
 FROM pg_namespace n
-WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+WHERE n.nspname = ANY(%(schemas)s::text[])
 """
 
 _TYPES = """
@@ -341,18 +369,15 @@ _QUERIES: dict[str, str] = {
 Row = dict[str, Any]
 
 
-def read_catalog(
-    conn: psycopg.Connection[Any],
-    *,
-    schemas: Sequence[str] = ("public",),
-    exclude_tables: Collection[str] = ("schema_migrations",),
-) -> Catalog:
-    """Read the catalog of the objects in ``schemas`` through ``conn``.
+def read_catalog(conn: psycopg.Connection[Any], *, scope: CatalogScope = EVERY_SCHEMA) -> Catalog:
+    """Read the catalog of the objects in ``scope`` through ``conn``.
 
-    ``exclude_tables`` names tables (bare, or schema-qualified) left out with
-    everything on them; by default the runner's own ``schema_migrations``.
-    The schemas section lists every user schema, so a stray schema shows up
-    even when it is not read.
+    By default every user schema is read: all but ``pg_*``,
+    ``information_schema`` and Rollgate's own ``rollgate`` schema.
+    ``scope.schemas`` narrows that to the schemas named; ``scope.exclude``
+    names tables (bare, or schema-qualified) left out with everything on them.
+    Objects an extension created are left out wherever they live; the
+    extensions themselves, with their versions, are always recorded.
 
     Works in autocommit mode or inside the caller's transaction. All queries
     see one snapshot and leave no trace: settings pinned for deparsing are
@@ -363,10 +388,7 @@ def read_catalog(
             f"catalog comparison needs PostgreSQL {MIN_SERVER_VERSION // 10000} or newer; "
             f"the server is version {conn.info.server_version}"
         )
-    system = [s for s in schemas if s.startswith("pg_") or s == "information_schema"]
-    if system:
-        raise CannotRun(f"system schemas are never compared: {', '.join(system)}")
-    params = {"schemas": list(schemas), "excluded": list(exclude_tables)}
+    _refuse_unreadable_schemas(scope.schemas)
     top_level = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction(force_rollback=True):
         if top_level:
@@ -377,8 +399,25 @@ def read_catalog(
             "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in _PINNED_SETTINGS),
             [item for pair in _PINNED_SETTINGS.items() for item in pair],
         )
-        rows = _fetch_all(conn, params)
+        schemas = [
+            name
+            for (name,) in conn.execute(
+                _SCHEMAS_READ, {"own_schema": HISTORY_SCHEMA, "wanted": list(scope.schemas)}
+            )
+        ]
+        rows = _fetch_all(conn, {"schemas": schemas, "excluded": list(scope.exclude)})
     return _build_catalog(rows)
+
+
+def _refuse_unreadable_schemas(wanted: Sequence[str]) -> None:
+    system = [s for s in wanted if s.startswith("pg_") or s == "information_schema"]
+    if system:
+        raise CannotRun(f"system schemas are never compared: {', '.join(system)}")
+    if HISTORY_SCHEMA in wanted:
+        raise CannotRun(
+            f"schema {HISTORY_SCHEMA!r} holds Rollgate's own history and is never compared; "
+            "remove it from [catalog] schemas"
+        )
 
 
 def _fetch_all(conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> dict[str, list[Row]]:

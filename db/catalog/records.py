@@ -221,7 +221,7 @@ class Extension:
 
 @dataclass(frozen=True)
 class Schema:
-    """A user schema (every one in the database, not only those read)."""
+    """A user schema that was read (see ``read_catalog`` for which are)."""
 
     name: str
     comment: str | None
