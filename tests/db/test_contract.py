@@ -143,11 +143,11 @@ APP_SCHEMA = (
 
 
 def test_a_project_in_its_own_schema_is_really_checked(
-    server: ThrowawayPostgres, write_migrations: WriteMigrations, tmp_path: Path
+    each_server: ThrowawayPostgres, write_migrations: WriteMigrations, tmp_path: Path
 ) -> None:
     schema = tmp_path / "schema.sql"
     schema.write_text(APP_SCHEMA)
-    report = check_contract(server, load_migrations(write_migrations(APP)), schema)
+    report = check_contract(each_server, load_migrations(write_migrations(APP)), schema)
 
     assert report.ok, [f.describe() for f in report.findings]
     assert report.migrations_fingerprint == report.schema_fingerprint
