@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from core.progress import Progress
+from db.catalog import EVERY_SCHEMA
+from db.config import CatalogScope
 from db.contract import ContractReport, check_contract
 from db.lint import LintReport, lint_migrations, lintable_files
 from db.migrations import load_migrations, require_schema_file
@@ -55,6 +57,7 @@ def run_check(
     *,
     backend: str = "embedded",
     image: str | None = None,
+    scope: CatalogScope = EVERY_SCHEMA,
     progress: Progress | None = None,
 ) -> CheckReport:
     """Run every check; the report says what passed and what did not."""
@@ -71,7 +74,7 @@ def run_check(
     with start_throwaway(backend, image=image, progress=say) as server:
         for warning in server.warnings:
             say(f"warning: {warning}")
-        contract = check_contract(server, migrations, schema_path, progress=say)
+        contract = check_contract(server, migrations, schema_path, scope=scope, progress=say)
         return CheckReport(
             backend=backend,
             server_major=server.major_version,

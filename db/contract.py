@@ -10,6 +10,11 @@ server actually built), never SQL text:
 
 Every migration's verify script runs on every up, through the same runner
 production uses.
+
+Catalogs are read with the project's ``CatalogScope`` (every user schema by
+default). An up that leaves the catalog fingerprint unchanged is a finding of
+its own: up -> down -> up over an unchanged catalog proves nothing, so a
+data-only migration never counts as a pass.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 from core.errors import RollgateError
 from core.postgres import connect
 from core.progress import Progress
-from db.catalog import Catalog, diff_catalogs, read_catalog
+from db.catalog import EVERY_SCHEMA, Catalog, diff_catalogs, read_catalog
+from db.config import CatalogScope
 from db.migrations import Migration
 from db.runner import MigrationRunner
 from db.sqlfile import execute_script, read_script
@@ -92,7 +98,9 @@ class ContractReport:
         }
 
 
-def canonical_catalog(server: ThrowawayPostgres, schema_path: Path) -> Catalog:
+def canonical_catalog(
+    server: ThrowawayPostgres, schema_path: Path, *, scope: CatalogScope = EVERY_SCHEMA
+) -> Catalog:
     """Load ``schema_path`` into a scratch database on ``server`` and read its catalog."""
     script = read_script(schema_path)
     name = f"canonical_{secrets.token_hex(4)}"
@@ -101,7 +109,7 @@ def canonical_catalog(server: ThrowawayPostgres, schema_path: Path) -> Catalog:
         with connect(dsn) as conn:
             with conn.transaction():
                 execute_script(conn, script)
-            return read_catalog(conn)
+            return read_catalog(conn, scope=scope)
     finally:
         drop_database(server, name)
 
@@ -111,15 +119,20 @@ def check_contract(
     migrations: Sequence[Migration],
     schema_path: Path,
     *,
+    scope: CatalogScope = EVERY_SCHEMA,
     progress: Progress | None = None,
 ) -> ContractReport:
-    """Check both promises on ``server``; findings describe every break."""
+    """Check both promises on ``server``; findings describe every break.
+
+    ``scope`` says which schemas and tables are compared (the project's
+    ``[catalog]`` config); by default every user schema.
+    """
     say = progress or (lambda message: None)
     report = ContractReport()
 
     say(f"loading the canonical schema {schema_path}")
     try:
-        expected = canonical_catalog(server, schema_path)
+        expected = canonical_catalog(server, schema_path, scope=scope)
     except RollgateError as exc:
         report.findings.append(ContractFinding("schema", None, exc.message))
         return report
@@ -129,10 +142,9 @@ def check_contract(
     dsn = create_database(server, name)
     try:
         with MigrationRunner(dsn, migrations, lock_wait=5, lock_retries=0) as runner:
-            _walk_steps(runner, migrations, report, say)
-            if report.findings:
+            if not _walk_steps(runner, migrations, report, say, scope):
                 return report
-            actual = read_catalog(runner.conn)
+            actual = read_catalog(runner.conn, scope=scope)
         report.migrations_fingerprint = actual.fingerprint()
         for difference in diff_catalogs(expected, actual):
             report.findings.append(
@@ -148,18 +160,44 @@ def _walk_steps(
     migrations: Sequence[Migration],
     report: ContractReport,
     say: Progress,
-) -> None:
+    scope: CatalogScope,
+) -> bool:
+    """Up, down, up for every migration; False when a step broke the walk.
+
+    A vacuous step (an up that changes nothing in the catalog) is a finding
+    but does not stop the walk: the steps after it are still judged.
+    """
+    vacuous: list[ContractFinding] = []
+    try:
+        return _walk(runner, migrations, report, say, scope, vacuous=vacuous)
+    finally:
+        report.findings.extend(vacuous)
+
+
+def _walk(
+    runner: MigrationRunner,
+    migrations: Sequence[Migration],
+    report: ContractReport,
+    say: Progress,
+    scope: CatalogScope,
+    *,
+    vacuous: list[ContractFinding],
+) -> bool:
     previous_version = 0
-    before = read_catalog(runner.conn)
+    before = read_catalog(runner.conn, scope=scope)
     for number, migration in enumerate(migrations, start=1):
         say(f"[{number}/{len(migrations)}] {migration.label}: up, down, up")
         stage = "up"
         try:
             runner.migrate(migration.version)
-            after_up = read_catalog(runner.conn)
+            after_up = read_catalog(runner.conn, scope=scope)
+            if after_up.fingerprint() == before.fingerprint():
+                # Up -> down -> up over an unchanged catalog proves nothing:
+                # never let it count as a pass.
+                vacuous.append(_vacuity_finding(migration.label, after_up, scope))
             stage = "down"
             runner.revert(previous_version)
-            after_down = read_catalog(runner.conn)
+            after_down = read_catalog(runner.conn, scope=scope)
             # Judge the down before re-applying: a leftover object usually makes
             # the second up fail too, and the down is the cause worth naming.
             for difference in diff_catalogs(before, after_down):
@@ -169,13 +207,13 @@ def _walk_steps(
                     )
                 )
             if report.findings:
-                return
+                return False
             stage = "reup"
             runner.migrate(migration.version)
-            after_reup = read_catalog(runner.conn)
+            after_reup = read_catalog(runner.conn, scope=scope)
         except RollgateError as exc:
             report.findings.append(ContractFinding(stage, migration.label, exc.message))
-            return
+            return False
         report.steps.append(
             StepFingerprints(
                 migration.label,
@@ -192,6 +230,20 @@ def _walk_steps(
                 )
             )
         if report.findings:
-            return
+            return False
         before = after_reup
         previous_version = migration.version
+    return True
+
+
+def _vacuity_finding(label: str, catalog: Catalog, scope: CatalogScope) -> ContractFinding:
+    read = scope.schemas or tuple(schema.name for schema in catalog.schemas)
+    excluded = f"; tables excluded: {', '.join(scope.exclude)}" if scope.exclude else ""
+    return ContractFinding(
+        "up",
+        label,
+        "this migration changed nothing Rollgate can see in the catalog "
+        f"(schemas read: {', '.join(read) or 'none'}{excluded}); a data-only change is not "
+        "covered by the contract. Make the up change the schema, or widen [catalog] in "
+        "rollgate.toml if it works in a schema Rollgate does not read",
+    )

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from core.progress import Progress
-from db.catalog import Difference, diff_catalogs, read_catalog
+from db.catalog import EVERY_SCHEMA, Difference, diff_catalogs, read_catalog
+from db.config import CatalogScope
 from db.contract import canonical_catalog
 from db.migrations import Migration, require_schema_file
 from db.runner import MigrationRunner
@@ -55,18 +56,22 @@ def detect_drift(
     schema_path: Path,
     migrations: Sequence[Migration],
     *,
+    scope: CatalogScope = EVERY_SCHEMA,
     progress: Progress | None = None,
 ) -> DriftReport:
-    """Compare the database at ``dsn`` with ``schema_path`` (loaded on ``server``)."""
+    """Compare the database at ``dsn`` with ``schema_path`` (loaded on ``server``).
+
+    Both sides are read with ``scope`` (the project's ``[catalog]`` config).
+    """
     say = progress or (lambda message: None)
     require_schema_file(schema_path)
     say("reading the live catalog (read-only)")
     with MigrationRunner(dsn, migrations) as runner:
         runner.conn.execute("SET default_transaction_read_only = on")
-        live = read_catalog(runner.conn)
+        live = read_catalog(runner.conn, scope=scope)
         status = runner.status()
     say("loading the canonical schema into a throwaway Postgres")
-    canonical = canonical_catalog(server, schema_path)
+    canonical = canonical_catalog(server, schema_path, scope=scope)
     notes = []
     if status.current < status.latest:
         pending = ", ".join(m.label for m in status.pending)

@@ -62,6 +62,7 @@ def check(opts: Options, *, backend: str, image: str | None) -> Outcome:
         opts.schema_path,
         backend=backend,
         image=image,
+        scope=opts.config.catalog,
         progress=opts.progress,
     )
     return Outcome(0 if report.ok else 1, report.to_dict(), render.check(report))
@@ -72,5 +73,12 @@ def diff(opts: Options, *, backend: str, image: str | None) -> Outcome:
     migrations = load_migrations(opts.migrations_dir)
     dsn = opts.require_dsn()
     with start_throwaway(backend, image=image, progress=opts.progress) as server:
-        report = detect_drift(dsn, server, opts.schema_path, migrations, progress=opts.progress)
+        report = detect_drift(
+            dsn,
+            server,
+            opts.schema_path,
+            migrations,
+            scope=opts.config.catalog,
+            progress=opts.progress,
+        )
     return Outcome(1 if report.drifted else 0, report.to_dict(), render.drift(report))

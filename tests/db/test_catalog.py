@@ -20,12 +20,14 @@ from db.catalog import (
     Catalog,
     Constraint,
     Difference,
+    Function,
     Index,
     Table,
     TypeDef,
     diff_catalogs,
     read_catalog,
 )
+from db.config import CatalogScope
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "db" / "schema.sql"
@@ -637,26 +639,210 @@ def test_changes_to_other_object_kinds_are_reported(schema_dsn: str):
 # --- scope, determinism, serialisation ----------------------------------------
 
 
-def test_schema_migrations_is_ignored(canonical: Catalog, schema_dsn: str):
-    # The runner's bookkeeping table and everything on it (its key, index,
-    # identity) stay out of the catalog; exclude_tables=() proves it was seen.
+RUNNER_HISTORY_COLUMNS = """
+    version integer PRIMARY KEY, name text NOT NULL, state text NOT NULL,
+    up_sha256 text NOT NULL, down_sha256 text NOT NULL, verify_sha256 text NOT NULL
+"""
+
+
+def test_rollgates_legacy_history_table_is_ignored_but_another_tools_is_not(
+    canonical: Catalog, schema_dsn: str
+):
+    # Rollgate's history in its legacy location (public, before the move to
+    # the rollgate schema) is recognised by its checksum columns and left out
+    # with everything on it ...
+    run(
+        schema_dsn,
+        f"""
+        CREATE TABLE public.schema_migrations ({RUNNER_HISTORY_COLUMNS});
+        CREATE INDEX schema_migrations_state_idx ON public.schema_migrations (state);
+        """,
+    )
+    assert catalog_of(schema_dsn).fingerprint() == canonical.fingerprint()
+
+    # ... while Rails' (or golang-migrate's) table of that name is project
+    # schema like any other, and compared.
+    run(schema_dsn, "CREATE TABLE app_rails (version text PRIMARY KEY)")
+    run(schema_dsn, "DROP TABLE public.schema_migrations")
+    run(schema_dsn, "ALTER TABLE app_rails RENAME TO schema_migrations")
+    assert [d.describe() for d in diff_catalogs(canonical, catalog_of(schema_dsn))] == [
+        "table public.schema_migrations: unexpected (1 columns)"
+    ]
+
+
+def test_the_rollgate_schema_is_never_read(canonical: Catalog, schema_dsn: str):
+    run(
+        schema_dsn,
+        f"""
+        CREATE SCHEMA rollgate;
+        CREATE TABLE rollgate.schema_migrations ({RUNNER_HISTORY_COLUMNS});
+        CREATE FUNCTION rollgate.touch() RETURNS int LANGUAGE sql AS 'SELECT 1';
+        """,
+    )
+    catalog = catalog_of(schema_dsn)
+
+    assert catalog.fingerprint() == canonical.fingerprint()
+    assert "rollgate" not in [schema.name for schema in catalog.schemas]
+    with pytest.raises(CannotRun, match="rollgate"):
+        catalog_of(schema_dsn, scope=CatalogScope(schemas=("public", "rollgate")))
+
+
+APP_SCHEMA = """
+CREATE SCHEMA app;
+CREATE TYPE app.plan AS ENUM ('free', 'paid');
+CREATE DOMAIN app.handle AS text CHECK (VALUE ~ '^[a-z]+$');
+CREATE SEQUENCE app.invoice_number START 100;
+CREATE TABLE app.accounts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    handle app.handle NOT NULL UNIQUE,
+    plan app.plan NOT NULL DEFAULT 'free',
+    owner_id bigint
+);
+CREATE INDEX accounts_owner_idx ON app.accounts (owner_id);
+ALTER TABLE app.accounts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY accounts_own ON app.accounts USING (owner_id = 42);
+CREATE VIEW app.paid_accounts AS SELECT id, handle FROM app.accounts WHERE plan = 'paid';
+CREATE FUNCTION app.upgrade(account bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = app, pg_temp
+    AS $$ BEGIN UPDATE accounts SET plan = 'paid' WHERE id = account; END $$;
+CREATE FUNCTION app.stamp() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER accounts_stamp BEFORE UPDATE ON app.accounts
+    FOR EACH ROW EXECUTE FUNCTION app.stamp();
+"""
+
+
+def test_every_user_schema_is_read_by_default(canonical: Catalog, schema_dsn: str):
+    run(schema_dsn, APP_SCHEMA)
+    catalog = catalog_of(schema_dsn)
+
+    assert [schema.name for schema in catalog.schemas] == ["app", "public"]
+    assert set(catalog.objects("table")) == {*canonical.objects("table"), "app.accounts"}
+    assert {"app.plan", "app.handle"} <= set(catalog.objects("type"))
+    assert "app.invoice_number" in catalog.objects("sequence")
+    assert "app.paid_accounts" in catalog.objects("view")
+    assert "app.accounts.accounts_own" in catalog.objects("policy")
+    assert "app.accounts.accounts_stamp" in catalog.objects("trigger")
+    assert {"app.accounts_owner_idx", "app.accounts_handle_key"} <= set(catalog.objects("index"))
+    assert "app.accounts.accounts_pkey" in catalog.objects("constraint")
+    accounts = catalog.objects("table")["app.accounts"]
+    assert isinstance(accounts, Table) and accounts.row_security
+    assert [(c.name, c.type) for c in accounts.columns][1:3] == [
+        ("handle", "app.handle"),
+        ("plan", "app.plan"),
+    ]
+
+    # What matters for security is recorded on a function in any schema.
+    upgrade = catalog.objects("function")["app.upgrade(account bigint)"]
+    assert isinstance(upgrade, Function)
+    assert (upgrade.security_definer, upgrade.config) == (True, ("search_path=app, pg_temp",))
+    assert (upgrade.language, upgrade.volatility) == ("plpgsql", "volatile")
+    assert upgrade.definition is not None and "UPDATE accounts" in upgrade.definition
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        pytest.param(
+            "ALTER FUNCTION app.upgrade(bigint) SECURITY INVOKER",
+            "function app.upgrade(account bigint): security definer changed: "
+            "expected true, found false",
+            id="security-definer",
+        ),
+        pytest.param(
+            "ALTER FUNCTION app.upgrade(bigint) RESET search_path",
+            "function app.upgrade(account bigint): config changed: "
+            "expected (search_path=app, pg_temp), found ()",
+            id="search-path",
+        ),
+        pytest.param(
+            "ALTER FUNCTION app.upgrade(bigint) STABLE",
+            "function app.upgrade(account bigint): volatility changed: "
+            "expected volatile, found stable",
+            id="volatility",
+        ),
+        pytest.param(
+            "ALTER TABLE app.accounts ADD COLUMN planted text",
+            "column app.accounts.planted: unexpected (text)",
+            id="column",
+        ),
+        pytest.param(
+            "ALTER TYPE app.plan ADD VALUE 'team'",
+            "type app.plan: labels changed: expected (free, paid), found (free, paid, team)",
+            id="enum",
+        ),
+    ],
+)
+def test_drift_in_a_custom_schema_is_caught(schema_dsn: str, change: str, expected: str):
+    run(schema_dsn, APP_SCHEMA)
+    before = catalog_of(schema_dsn)
+    run(schema_dsn, change)
+
+    assert drift(before, schema_dsn) == [expected]
+
+
+def test_extension_objects_are_left_out_and_the_extension_recorded(
+    canonical: Catalog, schema_dsn: str
+):
     run(
         schema_dsn,
         """
-        CREATE TABLE public.schema_migrations (
-            version integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            checksum text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE INDEX schema_migrations_applied_at_idx ON public.schema_migrations (applied_at);
+        CREATE SCHEMA ext;
+        CREATE EXTENSION citext SCHEMA ext;
+        CREATE EXTENSION hstore SCHEMA public VERSION '1.7';
+        CREATE TABLE public.tags (id bigint PRIMARY KEY, label ext.citext, extra hstore);
+        CREATE FUNCTION ext.shout(value ext.citext) RETURNS text
+            LANGUAGE sql IMMUTABLE RETURN upper(value::text);
         """,
     )
+    catalog = catalog_of(schema_dsn)
 
-    assert catalog_of(schema_dsn).fingerprint() == canonical.fingerprint()
-    assert catalog_of(schema_dsn, exclude_tables=()).objects("table").keys() == {
-        *canonical.objects("table"),
-        "public.schema_migrations",
+    extensions = {x.name: (x.version, x.schema) for x in catalog.extensions}
+    assert extensions["citext"][1] == "ext" and extensions["citext"][0]
+    assert extensions["hstore"] == ("1.7", "public")
+    # The extension's own types and functions (hundreds, for these two) are
+    # left out; the schema that holds them, and what the user put there, are not.
+    assert [schema.name for schema in catalog.schemas] == ["ext", "public"]
+    assert set(catalog.objects("type")) == set(canonical.objects("type"))
+    assert set(catalog.objects("function")) == {
+        *canonical.objects("function"),
+        "ext.shout(value ext.citext)",
     }
+    tags = catalog.objects("table")["public.tags"]
+    assert isinstance(tags, Table)
+    assert [c.type for c in tags.columns] == ["bigint", "ext.citext", "public.hstore"]
+
+    # A different extension version is drift; what the update adds to the
+    # extension's own objects is not.
+    run(schema_dsn, "ALTER EXTENSION hstore UPDATE TO '1.8'")
+    assert drift(catalog, schema_dsn) == [
+        "extension hstore: version changed: expected 1.7, found 1.8"
+    ]
+
+
+def test_scope_narrows_schemas_and_excludes_tables(canonical: Catalog, schema_dsn: str):
+    run(schema_dsn, APP_SCHEMA)
+
+    only_app = catalog_of(schema_dsn, scope=CatalogScope(schemas=("app",)))
+    assert [schema.name for schema in only_app.schemas] == ["app"]
+    assert set(only_app.objects("table")) == {"app.accounts"}
+    assert "public.set_updated_at()" not in only_app.objects("function")
+
+    only_public = catalog_of(schema_dsn, scope=CatalogScope(schemas=("public",)))
+    assert only_public.fingerprint() == canonical.fingerprint()
+
+    # Excluded tables go with everything on them (indexes, policies, triggers).
+    for excluded in ("app.accounts", "accounts"):
+        narrowed = catalog_of(schema_dsn, scope=CatalogScope(exclude=(excluded,)))
+        assert "app.accounts" not in narrowed.objects("table")
+        assert not [name for name in narrowed.objects("index") if name.startswith("app.")]
+        assert not narrowed.objects("policy") and not narrowed.objects("trigger").keys() - set(
+            canonical.objects("trigger")
+        )
+    # A qualified name excludes only that schema's table.
+    run(schema_dsn, "CREATE TABLE public.accounts (id int)")
+    narrowed = catalog_of(schema_dsn, scope=CatalogScope(exclude=("app.accounts",)))
+    assert "public.accounts" in narrowed.objects("table")
 
 
 def test_fingerprint_is_stable_across_reads_and_sessions(canonical: Catalog, schema_dsn: str):
@@ -726,7 +912,7 @@ def test_catalog_order_is_canonical_however_it_was_built(canonical: Catalog):
 
 def test_system_schemas_are_refused(schema_dsn: str):
     with pytest.raises(CannotRun, match="pg_catalog"):
-        catalog_of(schema_dsn, schemas=("public", "pg_catalog"))
+        catalog_of(schema_dsn, scope=CatalogScope(schemas=("public", "pg_catalog")))
 
 
 def test_differences_serialise(canonical: Catalog, schema_dsn: str):

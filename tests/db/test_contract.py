@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from db.config import CatalogScope
 from db.contract import check_contract
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA, load_migrations
 from db.throwaway import ThrowawayPostgres
@@ -98,3 +99,141 @@ def test_a_broken_schema_file_is_reported_with_its_line(
     report = check_contract(server, load_migrations(widgets_dir), schema)
     assert report.findings[0].stage == "schema"
     assert "schema.sql:3:1: syntax error" in report.findings[0].message
+
+
+# --- a project that lives in its own schema ------------------------------------
+
+UPGRADE_V1 = """CREATE FUNCTION app.upgrade(account bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = app, pg_temp
+    AS $$ BEGIN UPDATE accounts SET plan = 'paid' WHERE id = account; END $$;"""
+UPGRADE_V2 = """CREATE OR REPLACE FUNCTION app.upgrade(account bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = app, pg_temp
+    AS $$ BEGIN
+        UPDATE accounts SET plan = 'paid', upgraded_at = now() WHERE id = account;
+    END $$;"""
+
+APP: MigrationSet = {
+    "0001_create_app": (
+        "CREATE SCHEMA app;\n"
+        "CREATE TABLE app.accounts (id bigint PRIMARY KEY, plan text NOT NULL DEFAULT 'free');\n"
+        + UPGRADE_V1,
+        "DROP SCHEMA app CASCADE;",
+        "SELECT id, plan FROM app.accounts WHERE false;",
+    ),
+    "0002_stamp_upgrades": (
+        "ALTER TABLE app.accounts ADD COLUMN upgraded_at timestamptz;\n" + UPGRADE_V2,
+        UPGRADE_V1.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+        + "\nALTER TABLE app.accounts DROP COLUMN upgraded_at;",
+        "SELECT upgraded_at FROM app.accounts WHERE false;",
+    ),
+    # Only the function changes: invisible to a reader of public alone.
+    "0003_upgrade_invoker": (
+        UPGRADE_V2.replace("SECURITY DEFINER", "SECURITY INVOKER"),
+        UPGRADE_V2.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"),
+        "SELECT 1;",
+    ),
+}
+
+APP_SCHEMA = (
+    "CREATE SCHEMA app;\n"
+    "CREATE TABLE app.accounts (\n"
+    "    id bigint PRIMARY KEY, plan text NOT NULL DEFAULT 'free', upgraded_at timestamptz\n"
+    ");\n" + UPGRADE_V2.replace("SECURITY DEFINER", "SECURITY INVOKER")
+)
+
+
+def test_a_project_in_its_own_schema_is_really_checked(
+    each_server: ThrowawayPostgres, write_migrations: WriteMigrations, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.sql"
+    schema.write_text(APP_SCHEMA)
+    report = check_contract(each_server, load_migrations(write_migrations(APP)), schema)
+
+    assert report.ok, [f.describe() for f in report.findings]
+    assert report.migrations_fingerprint == report.schema_fingerprint
+    assert all(step.reversible for step in report.steps)
+    # Every up changed what the contract sees: no step passed vacuously.
+    fingerprints = [report.steps[0].before] + [step.after_up for step in report.steps]
+    assert len(set(fingerprints)) == len(fingerprints) == 4
+
+
+def test_a_planted_column_in_a_custom_schema_is_caught(
+    server: ThrowawayPostgres, write_migrations: WriteMigrations, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.sql"
+    schema.write_text(
+        APP_SCHEMA.replace("upgraded_at timestamptz", "upgraded_at timestamptz, planted text")
+    )
+    report = check_contract(server, load_migrations(write_migrations(APP)), schema)
+
+    assert [f.stage for f in report.findings] == ["final"]
+    assert "column app.accounts.planted: missing" in report.findings[0].message
+
+
+def test_a_down_that_forgets_a_function_change_is_caught(
+    server: ThrowawayPostgres, write_migrations: WriteMigrations, tmp_path: Path
+) -> None:
+    forgetful = dict(APP)
+    up, _, verify = forgetful["0003_upgrade_invoker"]
+    forgetful["0003_upgrade_invoker"] = (up, "SELECT 1;", verify)
+    schema = tmp_path / "schema.sql"
+    schema.write_text(APP_SCHEMA)
+    report = check_contract(server, load_migrations(write_migrations(forgetful)), schema)
+
+    # Caught as the down's failure to undo (not as a vacuous down).
+    assert [(f.stage, f.migration) for f in report.findings] == [("down", "0003_upgrade_invoker")]
+    assert "function app.upgrade(account bigint): security definer changed" in (
+        report.findings[0].message
+    )
+
+
+def test_a_migration_that_changes_nothing_visible_is_not_a_pass(
+    server: ThrowawayPostgres, write_migrations: WriteMigrations, widgets_schema: Path
+) -> None:
+    data_only: MigrationSet = {
+        "0001_create_widgets": WIDGETS["0001_create_widgets"],
+        "0002_fill_widgets": (
+            "INSERT INTO widgets VALUES (1, 'spoke');\nUPDATE widgets SET name = upper(name);",
+            "DELETE FROM widgets;",
+            "SELECT 1;",
+        ),
+        "0003_nothing": ("SELECT 1;", "SELECT 1;", "SELECT 1;"),
+        "0004_add_widget_colour": WIDGETS["0002_add_widget_colour"],
+        "0005_index_widget_name": WIDGETS["0003_index_widget_name"],
+    }
+    report = check_contract(server, load_migrations(write_migrations(data_only)), widgets_schema)
+
+    assert not report.ok
+    # Both vacuous steps are named, and the walk went on to judge the rest.
+    assert [(f.stage, f.migration) for f in report.findings] == [
+        ("up", "0002_fill_widgets"),
+        ("up", "0003_nothing"),
+    ]
+    message = report.findings[0].message
+    assert "changed nothing Rollgate can see in the catalog" in message
+    assert "schemas read: public" in message
+    assert "data-only change is not covered by the contract" in message
+    assert len(report.steps) == 5
+    assert report.migrations_fingerprint == report.schema_fingerprint
+
+
+def test_the_scope_decides_what_the_contract_compares(
+    server: ThrowawayPostgres, write_migrations: WriteMigrations, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.sql"
+    schema.write_text(
+        APP_SCHEMA.replace("upgraded_at timestamptz", "upgraded_at timestamptz, planted text")
+    )
+    migrations = load_migrations(write_migrations(APP))
+
+    # The project's [catalog] config narrows what is compared: with the
+    # table excluded, the planted column is out of scope.
+    report = check_contract(
+        server, migrations, schema, scope=CatalogScope(exclude=("app.accounts",))
+    )
+    assert report.ok, [f.describe() for f in report.findings]
+
+    # With only public in scope, nothing the migrations do is visible.
+    report = check_contract(server, migrations, schema, scope=CatalogScope(schemas=("public",)))
+    assert [f.stage for f in report.findings] == ["up", "up", "up"]
+    assert "schemas read: public" in report.findings[0].message

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 
+from db.config import CatalogScope
 from db.drift import detect_drift
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA, load_migrations
 from db.runner import MigrationRunner
 from db.throwaway import ThrowawayPostgres
+from tests.db.conftest import WriteMigrations
+from tests.db.test_contract import APP, APP_SCHEMA
 
 
 def drift(dsn: str, server: ThrowawayPostgres):  # type: ignore[no-untyped-def]
@@ -71,3 +76,35 @@ def test_drift_needs_only_read_access(migrated_dsn: str, server: ThrowawayPostgr
     finally:
         with psycopg.connect(migrated_dsn, autocommit=True) as conn:
             conn.execute("DROP ROLE drift_reader")
+
+
+def test_drift_in_a_custom_schema_is_caught(
+    empty_dsn: str, server: ThrowawayPostgres, write_migrations: WriteMigrations, tmp_path: Path
+) -> None:
+    migrations = load_migrations(write_migrations(APP))
+    with MigrationRunner(empty_dsn, migrations) as runner:
+        runner.migrate()
+    schema = tmp_path / "schema.sql"
+    schema.write_text(APP_SCHEMA)
+    assert not detect_drift(empty_dsn, server, schema, migrations).drifted
+
+    # A column schema.sql has and the database lacks, and a hand-made change
+    # to what a SECURITY DEFINER function may see.
+    schema.write_text(
+        APP_SCHEMA.replace("upgraded_at timestamptz", "upgraded_at timestamptz, planted text")
+    )
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION app.upgrade(bigint) SET search_path = public, app")
+    report = detect_drift(empty_dsn, server, schema, migrations)
+
+    assert [d.describe() for d in report.differences] == [
+        "function app.upgrade(account bigint): config changed: "
+        "expected (search_path=app, pg_temp), found (search_path=public, app)",
+        "column app.accounts.planted: missing (text)",
+    ]
+
+    # The project's scope narrows what is compared, on both sides.
+    narrowed = detect_drift(
+        empty_dsn, server, schema, migrations, scope=CatalogScope(exclude=("app.accounts",))
+    )
+    assert [d.name for d in narrowed.differences] == ["app.upgrade(account bigint)"]
