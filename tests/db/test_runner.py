@@ -40,7 +40,7 @@ def columns(dsn: str, table: str) -> list[str]:
 def history(dsn: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
-            "SELECT version, name, state FROM schema_migrations ORDER BY version"
+            "SELECT version, name, state FROM rollgate.schema_migrations ORDER BY version"
         ).fetchall()
 
 
@@ -56,7 +56,7 @@ def test_bundled_migrations_apply_and_record_history(
     with psycopg.connect(fresh_dsn) as conn:
         rows = conn.execute(
             "SELECT version, name, state, up_sha256, down_sha256, verify_sha256, applied_at, "
-            "duration_ms, applied_by FROM schema_migrations ORDER BY version"
+            "duration_ms, applied_by FROM rollgate.schema_migrations ORDER BY version"
         ).fetchall()
     migrations = load_migrations(BUNDLED_MIGRATIONS)
     for migration, recorded in zip(migrations, rows, strict=True):
@@ -94,7 +94,7 @@ def test_revert_and_reapply_round_trip(
     assert columns(fresh_dsn, "widgets") == ["id", "name"]
     assert [r[0] for r in history(fresh_dsn)] == [1]
     runner.revert(0)
-    assert tables(fresh_dsn) == ["schema_migrations"]
+    assert tables(fresh_dsn) == []
     runner.migrate()
     assert [r[2] for r in history(fresh_dsn)] == ["applied"] * 3
 

@@ -96,7 +96,7 @@ def history(dsn: str) -> list[tuple[int, str]]:
     with psycopg.connect(dsn) as conn:
         return [
             (r[0], r[1])
-            for r in conn.execute("SELECT version, state FROM schema_migrations ORDER BY 1")
+            for r in conn.execute("SELECT version, state FROM rollgate.schema_migrations ORDER BY 1")
         ]
 
 
@@ -314,7 +314,7 @@ def test_killed_while_waiting_for_the_lock_changes_nothing(killable: Path, fresh
                 scalar(
                     fresh_dsn,
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'rollgate-lock'",
+                    "WHERE application_name = 'rollgate' AND query LIKE '%pg_try_advisory_lock%'",
                 )
             ),
             "the runner to start polling for the lock",
