@@ -401,7 +401,7 @@ FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
 _SCHEMAS = """
 SELECT n.nspname AS name, obj_description(n.oid, 'pg_namespace') AS comment
 FROM pg_namespace n
-WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' AND n.nspname <> 'rollgate'
 """
 
 _TYPES = """
