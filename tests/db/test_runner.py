@@ -742,3 +742,19 @@ def test_a_role_that_cannot_read_the_history_gets_exit_2_from_status(
     assert code == 2, err
     assert "permission denied for schema rollgate" in err
     assert "cannot read Rollgate's history" in err
+
+
+def test_migrate_plan_fingerprint_flag_pins_the_reviewed_plan(
+    capsys: pytest.CaptureFixture[str], make_runner: MakeRunner, widgets_dir: Path, fresh_dsn: str
+) -> None:
+    import json
+
+    base = ("--migrations", str(widgets_dir), "--dsn", fresh_dsn)
+    code, out, _ = cli(capsys, "--json", "db", "migrate", "--dry-run", "--to", "2", *base)
+    assert code == 0
+    reviewed = json.loads(out)["result"]["plan_fingerprint"]
+    make_runner(widgets_dir).migrate(target=1)  # the database moves on after the review
+    code, _, err = cli(capsys, "db", "migrate", "--to", "2", "--plan-fingerprint", reviewed, *base)
+    assert code == 1
+    assert "the database changed since you confirmed the plan" in err
+    assert [r[0] for r in history(fresh_dsn)] == [1]
