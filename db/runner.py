@@ -608,16 +608,14 @@ class MigrationRunner:
                 details={"role": role, "object": HISTORY_QUALIFIED, "missing": missing},
             )
 
-    def _privilege_missing(
-        self, exc: psycopg.Error, doing: str, remedy: str, *, where: str = ""
-    ) -> PrivilegeMissing:
+    def _privilege_missing(self, exc: psycopg.Error, doing: str, remedy: str) -> PrivilegeMissing:
         conn = self._conn
         role = "?"
         if conn is not None and _idle(conn):
             role = str(_scalar(conn, "SELECT current_user"))
         denied = exc.diag.message_primary or " ".join(str(exc).split())
         return PrivilegeMissing(
-            f"{where}{denied}: the role {role} {doing}; {remedy}, or run as the migration owner",
+            f"{denied}: the role {role} {doing}; {remedy}, or run as the migration owner",
             details={"role": role, "sqlstate": exc.diag.sqlstate, "error": denied},
         )
 
@@ -717,7 +715,14 @@ class MigrationRunner:
         self._committed(migration, started_state)
         _set_timeouts(self.conn, script, local=False)
         try:
-            self._execute(script, migration, check_lock=True)
+            try:
+                self._execute(script, migration, check_lock=True)
+            except MigrationFailed as failure:
+                # What ran before the failing statement is committed: if it
+                # touched the history, that is the failure worth reporting.
+                if not isinstance(failure, LockLost) and _idle(self.conn):
+                    self._assert_history_intact(migration, restore=True)
+                raise
             self._assert_history_intact(migration, restore=True)
             with self.conn.transaction():
                 opened = _scalar(self.conn, "SELECT pg_current_xact_id()::text")
