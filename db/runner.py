@@ -547,12 +547,13 @@ class MigrationRunner:
                     self.conn.execute(
                         f"ALTER TABLE {LEGACY_HISTORY} SET SCHEMA {HISTORY_SCHEMA}".encode()
                     )
-                    self.progress(
-                        f"moved Rollgate's history from {LEGACY_HISTORY} to {HISTORY_QUALIFIED} "
-                        "(its own schema, clear of other tools' schema_migrations)"
-                    )
                 else:
                     self.conn.execute(_HISTORY_DDL.encode())
+            if table == LEGACY_HISTORY:
+                self.progress(
+                    f"moved Rollgate's history from {LEGACY_HISTORY} to {HISTORY_QUALIFIED} "
+                    "(its own schema, clear of other tools' schema_migrations)"
+                )
         except psycopg.errors.InsufficientPrivilege as exc:
             raise self._privilege_missing(
                 exc,
