@@ -10,9 +10,12 @@ __all__ = [
     "ContractViolation",
     "DatabaseUnreachable",
     "HistoryMismatch",
+    "LockLost",
     "LockNotAcquired",
     "MigrationFailed",
     "MigrationFileError",
+    "PlanChanged",
+    "PrivilegeMissing",
     "RollgateError",
     "ToolUnavailable",
 ]
@@ -36,3 +39,15 @@ class MigrationFailed(CheckFailed):
 
 class ContractViolation(CheckFailed):
     """The migrations and the canonical schema disagree."""
+
+
+class LockLost(MigrationFailed):
+    """The runner's session, and with it the migration lock, ended mid-run; it stopped."""
+
+
+class PlanChanged(CheckFailed):
+    """The plan computed under the lock is not the plan that was confirmed; nothing ran."""
+
+
+class PrivilegeMissing(CannotRun):
+    """The connecting role lacks a privilege the runner or a migration needs."""

@@ -17,6 +17,8 @@ so an interrupted one is finished by running it again, in either direction.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +35,7 @@ STATES = (APPLIED, APPLYING, REVERTING)
 
 @dataclass(frozen=True)
 class HistoryRow:
-    """One row of ``schema_migrations``."""
+    """One row of Rollgate's history, ``rollgate.schema_migrations``."""
 
     version: int
     name: str
@@ -52,6 +54,18 @@ class HistoryRow:
     @property
     def complete(self) -> bool:
         return self.state == APPLIED
+
+    @property
+    def essence(self) -> tuple[int, str, str, str, str, str]:
+        """What the row claims (not when or by whom): compared to detect tampering."""
+        return (
+            self.version,
+            self.name,
+            self.state,
+            self.up_sha256,
+            self.down_sha256,
+            self.verify_sha256,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,10 +94,47 @@ class MigrationPlan:
     current: int
     target: int
     steps: tuple[Step, ...]
+    # Digest of the history rows the plan was computed from (see history_digest).
+    basis: str = ""
 
     @property
     def empty(self) -> bool:
         return not self.steps
+
+    def fingerprint(self) -> str:
+        """sha256 of exactly what this plan would do, and the history it was computed from.
+
+        Two plans with the same fingerprint run the same steps, in the same order,
+        with the same files, on the same recorded history. A plan confirmed by a
+        person is carried into the locked phase by its fingerprint: if the plan
+        computed under the lock differs, the runner refuses (Terraform's saved
+        plans and pip-tools' hashes work this way).
+        """
+        document = {
+            "direction": self.direction,
+            "current": self.current,
+            "target": self.target,
+            "steps": [
+                [
+                    step.migration.label,
+                    step.direction,
+                    step.resume,
+                    step.migration.up.sha256,
+                    step.migration.down.sha256,
+                    step.migration.verify.sha256,
+                ]
+                for step in self.steps
+            ],
+            "basis": self.basis,
+        }
+        encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
+
+def history_digest(history: Sequence[HistoryRow]) -> str:
+    """sha256 of what ``history`` claims: versions, names, states and checksums."""
+    rows = sorted(row.essence for row in history)
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_history(migrations: Sequence[Migration], history: Sequence[HistoryRow]) -> None:
@@ -100,13 +151,13 @@ def check_history(migrations: Sequence[Migration], history: Sequence[HistoryRow]
         migration = by_version.get(row.version)
         if migration is None:
             problems.append(
-                f"schema_migrations records {row.label}, but no such migration exists in the "
+                f"the history records {row.label}, but no such migration exists in the "
                 f"migrations directory; restore its files or point --migrations at the right set"
             )
             continue
         if migration.name != row.name:
             problems.append(
-                f"schema_migrations records {row.label}, but the files now call version "
+                f"the history records {row.label}, but the files now call version "
                 f"{row.version:04d} {migration.label}; a version must never be renamed"
             )
         recorded = {"up": row.up_sha256, "down": row.down_sha256, "verify": row.verify_sha256}
@@ -169,7 +220,9 @@ def plan_upgrade(
         for m in migrations
         if m.version <= goal and states.get(m.version) != APPLIED
     )
-    return MigrationPlan(direction="up", current=current, target=goal, steps=steps)
+    return MigrationPlan(
+        direction="up", current=current, target=goal, steps=steps, basis=history_digest(history)
+    )
 
 
 def plan_revert(
@@ -190,7 +243,9 @@ def plan_revert(
         for m in reversed(migrations)
         if m.version > goal and m.version in states
     )
-    return MigrationPlan(direction="down", current=current, target=goal, steps=steps)
+    return MigrationPlan(
+        direction="down", current=current, target=goal, steps=steps, basis=history_digest(history)
+    )
 
 
 def _known_target(migrations: Sequence[Migration], target: int) -> int:

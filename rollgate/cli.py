@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = verb(db_verbs, "migrate", _db_migrate, "apply pending migrations", "db migrate")
     migrate.add_argument("--to", type=_version, metavar="N", help="stop after version N")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    _plan_fingerprint_option(migrate)
     _lock_wait_option(migrate)
 
     revert = verb(
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not ask for confirmation (for scripts that reviewed the plan)",
     )
+    _plan_fingerprint_option(revert)
     _lock_wait_option(revert)
 
     check = verb(
@@ -191,6 +193,14 @@ def _lock_wait_option(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="how long to wait for another runner's lock (default: 60)",
+    )
+
+
+def _plan_fingerprint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plan-fingerprint",
+        metavar="SHA256",
+        help="run only if the plan is still this one (plan_fingerprint from --dry-run --json)",
     )
 
 
@@ -270,13 +280,26 @@ def _db_status(opts: Options, args: argparse.Namespace) -> Outcome:
 def _db_migrate(opts: Options, args: argparse.Namespace) -> Outcome:
     from rollgate.commands import db
 
-    return db.migrate(opts, to=args.to, dry_run=args.dry_run, lock_wait=args.lock_wait)
+    return db.migrate(
+        opts,
+        to=args.to,
+        dry_run=args.dry_run,
+        lock_wait=args.lock_wait,
+        plan_fingerprint=args.plan_fingerprint,
+    )
 
 
 def _db_revert(opts: Options, args: argparse.Namespace) -> Outcome:
     from rollgate.commands import db
 
-    return db.revert(opts, to=args.to, dry_run=args.dry_run, yes=args.yes, lock_wait=args.lock_wait)
+    return db.revert(
+        opts,
+        to=args.to,
+        dry_run=args.dry_run,
+        yes=args.yes,
+        lock_wait=args.lock_wait,
+        plan_fingerprint=args.plan_fingerprint,
+    )
 
 
 def _db_check(opts: Options, args: argparse.Namespace) -> Outcome:

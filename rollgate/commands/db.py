@@ -20,24 +20,50 @@ def status(opts: Options) -> Outcome:
     return Outcome(0 if report.healthy else 1, report.to_dict(), render.status(report))
 
 
-def migrate(opts: Options, *, to: int | None, dry_run: bool, lock_wait: float) -> Outcome:
-    """Apply pending migrations (up to ``to``); ``dry_run`` only plans."""
+def migrate(
+    opts: Options,
+    *,
+    to: int | None,
+    dry_run: bool,
+    lock_wait: float,
+    plan_fingerprint: str | None = None,
+) -> Outcome:
+    """Apply pending migrations (up to ``to``); ``dry_run`` only plans.
+
+    ``plan_fingerprint`` (from a ``--dry-run --json`` run): apply only if the plan
+    is still exactly that one, else refuse and change nothing.
+    """
     migrations = load_migrations(opts.migrations_dir)
     with MigrationRunner(
         opts.require_dsn(), migrations, lock_wait=lock_wait, progress=opts.progress
     ) as runner:
-        report = runner.migrate(to, dry_run=dry_run)
+        report = runner.migrate(to, dry_run=dry_run, expected_plan=plan_fingerprint)
     return Outcome(0, report.to_dict(), render.run(report))
 
 
-def revert(opts: Options, *, to: int, dry_run: bool, yes: bool, lock_wait: float) -> Outcome:
-    """Revert to version ``to``: always plans first, then acts only when confirmed."""
+def revert(
+    opts: Options,
+    *,
+    to: int,
+    dry_run: bool,
+    yes: bool,
+    lock_wait: float,
+    plan_fingerprint: str | None = None,
+) -> Outcome:
+    """Revert to version ``to``: always plans first, then acts only when confirmed.
+
+    What runs is exactly the plan that was shown: its fingerprint is carried
+    into the locked phase, and if the database moved on meanwhile (another
+    runner applied or reverted something) the revert refuses and changes nothing.
+    ``plan_fingerprint`` (from ``--dry-run --json``) pins the plan for scripts.
+    """
     migrations = load_migrations(opts.migrations_dir)
     with MigrationRunner(
         opts.require_dsn(), migrations, lock_wait=lock_wait, progress=opts.progress
     ) as runner:
         plan_report = runner.revert(to, dry_run=True)
-        if dry_run or plan_report.plan.empty:
+        confirmed = plan_fingerprint or plan_report.plan.fingerprint()
+        if dry_run or (plan_report.plan.empty and plan_fingerprint is None):
             return Outcome(0, plan_report.to_dict(), render.run(plan_report))
         if not yes:
             opts.progress(render.run(plan_report))
@@ -51,7 +77,7 @@ def revert(opts: Options, *, to: int, dry_run: bool, yes: bool, lock_wait: float
                     "--dry-run), then pass --yes to proceed without a prompt",
                     details={"plan": plan_report.to_dict()["plan"]},
                 )
-        report = runner.revert(to)
+        report = runner.revert(to, expected_plan=confirmed)
     return Outcome(0, report.to_dict(), render.run(report))
 
 

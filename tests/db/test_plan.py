@@ -131,3 +131,41 @@ def test_revert_forwards_is_refused_with_the_right_command(widgets: list[Migrati
 def test_unknown_target_cannot_run(widgets: list[Migration]) -> None:
     with pytest.raises(CannotRun, match="no migration has version 0007"):
         plan_upgrade(widgets, [], target=7)
+
+
+# --- fingerprints: what a person confirmed, carried into the locked phase --------
+
+
+def test_the_same_plan_on_the_same_history_has_the_same_fingerprint(
+    widgets: list[Migration],
+) -> None:
+    history = [row(widgets[0]), row(widgets[1])]
+    first = plan_revert(widgets, history, target=1).fingerprint()
+    assert first == plan_revert(widgets, list(reversed(history)), target=1).fingerprint()
+    assert len(first) == 64
+
+
+def test_a_migration_applied_meanwhile_changes_the_fingerprint(widgets: list[Migration]) -> None:
+    confirmed = plan_revert(widgets, [row(widgets[0]), row(widgets[1])], target=1)
+    now = plan_revert(widgets, [row(m) for m in widgets], target=1)
+    assert confirmed.fingerprint() != now.fingerprint()
+
+
+def test_same_steps_on_a_different_history_differ(widgets: list[Migration]) -> None:
+    # Same single step either way, but one history says 0003 was interrupted.
+    finished = [row(widgets[0]), row(widgets[1])]
+    interrupted = [*finished, row(widgets[2], APPLYING)]
+    plain = plan_upgrade(widgets, finished, target=2)
+    assert plain.empty
+    to_three = plan_upgrade(widgets, finished)
+    resumed = plan_upgrade(widgets, interrupted)
+    assert labels(to_three) != labels(resumed)
+    assert to_three.fingerprint() != resumed.fingerprint()
+
+
+def test_a_changed_file_changes_the_fingerprint(widgets: list[Migration]) -> None:
+    from dataclasses import replace
+
+    plan = plan_upgrade(widgets, [])
+    edited = [*widgets[:2], replace(widgets[2], down=replace(widgets[2].down, sha256="0" * 64))]
+    assert plan.fingerprint() != plan_upgrade(edited, []).fingerprint()

@@ -26,8 +26,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def rollgate(*args: str, dsn: str, **popen: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def rollgate(
+    *args: str, dsn: str, extra_env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "rollgate", *args, "--dsn", dsn],
         stdout=subprocess.PIPE,
@@ -96,7 +98,9 @@ def history(dsn: str) -> list[tuple[int, str]]:
     with psycopg.connect(dsn) as conn:
         return [
             (r[0], r[1])
-            for r in conn.execute("SELECT version, state FROM schema_migrations ORDER BY 1")
+            for r in conn.execute(
+                "SELECT version, state FROM rollgate.schema_migrations ORDER BY 1"
+            )
         ]
 
 
@@ -314,7 +318,7 @@ def test_killed_while_waiting_for_the_lock_changes_nothing(killable: Path, fresh
                 scalar(
                     fresh_dsn,
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'rollgate-lock'",
+                    "WHERE application_name = 'rollgate' AND query LIKE '%pg_try_advisory_lock%'",
                 )
             ),
             "the runner to start polling for the lock",
@@ -338,3 +342,88 @@ def test_sigterm_inside_a_transactional_migration_rolls_back_and_exits_130(
     assert "interrupted" in err and "Traceback" not in err
     assert history(fresh_dsn) == [(1, "applied")]
     assert not has_column(fresh_dsn, "jobs", "owner")
+
+
+def test_sigterm_during_a_non_transactional_step_exits_130_and_is_resumable(
+    killable: Path, fresh_dsn: str, tmp_path: Path
+) -> None:
+    crash_dir = tmp_path / "tmp"
+    crash_dir.mkdir()
+    pause(fresh_dsn, "0003")
+    process = rollgate(
+        "db",
+        "migrate",
+        "--migrations",
+        str(killable),
+        dsn=fresh_dsn,
+        extra_env={"TMPDIR": str(crash_dir)},
+    )
+    wait_for(lambda: statement_running(fresh_dsn, "pause_here('0003')"), "the pause")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert "another command is already in progress" not in err
+    assert list(crash_dir.glob("rollgate-crash-*")) == []
+    # History says "started", and status says how to finish it.
+    assert history(fresh_dsn) == [(1, "applied"), (2, "applied"), (3, "applying")]
+    code, out, _ = run_rollgate("db", "status", "--migrations", str(killable), dsn=fresh_dsn)
+    assert code == 1
+    assert "run `rollgate db migrate` to finish" in out
+    pause(fresh_dsn)
+    code, _, err = run_rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
+    assert code == 0, err
+    assert history(fresh_dsn)[-1] == (3, "applied")
+
+
+def lock_holder(dsn: str) -> int | None:
+    from db.runner import MIGRATION_LOCK_KEY
+
+    pid: int | None = scalar(
+        dsn,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 "
+        f"AND objid = {MIGRATION_LOCK_KEY} AND objsubid = 1 AND granted",
+    )
+    return pid
+
+
+def test_a_runner_that_loses_its_lock_stops_and_one_runner_at_a_time_holds(
+    killable: Path, fresh_dsn: str
+) -> None:
+    code, _, err = run_rollgate(
+        "db", "migrate", "--to", "2", "--migrations", str(killable), dsn=fresh_dsn
+    )
+    assert code == 0, err
+    pause(fresh_dsn, "build")
+    first = rollgate("db", "migrate", "--migrations", str(killable), dsn=fresh_dsn)
+    wait_for(
+        lambda: statement_running(fresh_dsn, "CREATE INDEX CONCURRENTLY"),
+        "the first runner's index build",
+    )
+    holder = lock_holder(fresh_dsn)
+    assert holder is not None
+    assert scalar(fresh_dsn, f"SELECT pg_terminate_backend({holder})") is True
+    pause(fresh_dsn)  # an unguarded build would now finish quickly
+    # Whoever ends the lock ends the work: nothing of the first runner still runs.
+    wait_for(lambda: runner_backends(fresh_dsn) == 0, "the first runner's work to stop")
+    _, err = first.communicate(timeout=60)
+    assert first.returncode in (1, 2), err
+    assert "lost the migration lock during 0003_index_job_name" in err
+    assert "Traceback" not in err
+    assert history(fresh_dsn)[-1] == (3, "applying")  # it wrote no history after the loss
+
+    code, out, err = run_rollgate(
+        "db", "migrate", "--migrations", str(killable), "--json", dsn=fresh_dsn
+    )
+    assert code == 0, err
+    step = json.loads(out)["result"]["executed"][0]
+    assert step["resumed"] is True
+    assert history(fresh_dsn)[-1] == (3, "applied")
+    assert (
+        scalar(
+            fresh_dsn,
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'jobs_name_key_idx'",
+        )
+        is True
+    )

@@ -100,7 +100,8 @@ def test_revert_without_confirmation_is_refused_and_changes_nothing(
     assert "would revert 0002_add_ai_model" in err  # the plan is shown before refusing
     assert "revert refused: not confirmed" in err
     with psycopg.connect(migrated_dsn) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
+        latest = conn.execute("SELECT max(version) FROM rollgate.schema_migrations").fetchone()
+    assert latest == (2,)
 
 
 def test_revert_dry_run_and_yes(capsys: pytest.CaptureFixture[str], migrated_dsn: str) -> None:
