@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         "db check",
     )
     _backend_options(check)
+    check.add_argument(
+        "--lint-since",
+        type=_version,
+        metavar="N",
+        default=None,
+        help="do not lint migrations <= N: they are in production already "
+        "(default: lint.since in rollgate.toml, else 0)",
+    )
 
     diff = verb(
         db_verbs,
@@ -282,7 +290,7 @@ def _db_revert(opts: Options, args: argparse.Namespace) -> Outcome:
 def _db_check(opts: Options, args: argparse.Namespace) -> Outcome:
     from rollgate.commands import db
 
-    return db.check(opts, backend=args.backend, image=args.image)
+    return db.check(opts, backend=args.backend, image=args.image, lint_since=args.lint_since)
 
 
 def _db_diff(opts: Options, args: argparse.Namespace) -> Outcome:

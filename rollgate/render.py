@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from db.check import CheckReport
+    from db.destructive import DestructiveRevert
     from db.drift import DriftReport
     from db.runner import RunReport, StatusReport
     from db.sample import SampleProgress, SampleReport
@@ -99,7 +100,42 @@ def check(report: CheckReport) -> str:
         f"({lint.files_checked} files, squawk {lint.squawk_version})"
     )
     lines += [f"    {finding.describe()}" for finding in lint.findings]
+    if lint.skipped_files:
+        lines.append(f"    skipped {len(lint.skipped_files)} file(s): {lint.skipped_reason}")
+    if lint.expected_drops:
+        lines.append(
+            f"    {len(lint.expected_drops)} drop finding(s) in down files set aside: each drops "
+            "what its own up created (listed below as destructive reverts)"
+        )
+    lines += _destructive_reverts(report)
     return "\n".join(lines)
+
+
+def _destructive_reverts(report: CheckReport) -> list[str]:
+    from db.destructive import affected_data
+
+    if not report.destructive_reverts:
+        return ["  destructive reverts: none (no down file destroys data)"]
+    by_migration: dict[str, list[DestructiveRevert]] = {}
+    for revert in report.destructive_reverts:
+        by_migration.setdefault(revert.migration, []).append(revert)
+    losing = [label for label, entries in by_migration.items() if any(r.loses_data for r in entries)]
+    lines = [
+        f"  destructive reverts: {len(losing)} migration(s) lose data written since their up "
+        "when reverted (a snapshot restore keeps it)"
+    ]
+    for label, entries in by_migration.items():
+        affected = affected_data(entries)
+        if affected:
+            tables = ", ".join(
+                table if columns is None else f"{table}({', '.join(columns)})"
+                for table, columns in affected.items()
+            )
+            lines.append(f"    {label}: loses {tables}")
+        else:
+            lines.append(f"    {label}: schema only, no data lost")
+        lines += [f"      {r.file}:{r.line}: {r.describe().split(': ', 1)[1]}" for r in entries]
+    return lines
 
 
 def drift(report: DriftReport) -> str:

@@ -55,13 +55,19 @@ def revert(opts: Options, *, to: int, dry_run: bool, yes: bool, lock_wait: float
     return Outcome(0, report.to_dict(), render.run(report))
 
 
-def check(opts: Options, *, backend: str, image: str | None) -> Outcome:
-    """Contract, verify scripts and lint on a throwaway Postgres; exit 1 on any finding."""
+def check(
+    opts: Options, *, backend: str, image: str | None, lint_since: int | None = None
+) -> Outcome:
+    """Contract, verify scripts and lint on a throwaway Postgres; exit 1 on any finding.
+
+    ``lint_since`` (the ``--lint-since`` flag) overrides ``lint.since`` from the config.
+    """
     report = run_check(
         opts.migrations_dir,
         opts.schema_path,
         backend=backend,
         image=image,
+        lint_since=opts.config.lint_since if lint_since is None else lint_since,
         progress=opts.progress,
     )
     return Outcome(0 if report.ok else 1, report.to_dict(), render.check(report))
