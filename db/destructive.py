@@ -27,7 +27,7 @@ Pure: no database, no squawk, nothing printed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,9 +185,13 @@ class _Created:
             | self.functions
         )
 
+    def owns_rows_of(self, table: str) -> bool:
+        """The up created ``table`` or wrote rows into it."""
+        return table in self.tables or table in self.written
+
 
 def _created_by(up: SqlScript) -> _Created:
-    from pglast import ast, enums
+    from pglast import ast
 
     created = _Created()
     path = _SearchPath()
@@ -195,57 +199,72 @@ def _created_by(up: SqlScript) -> _Created:
         if path.update(node):
             continue
         if isinstance(node, ast.CreateStmt):
-            table = path.qualify_new(node.relation.schemaname, node.relation.relname)
-            created.tables.add(table)
-            for element in node.tableElts or ():
-                if isinstance(element, ast.ColumnDef) and element.colname:
-                    created.columns.add((table, element.colname))
-                    for constraint in element.constraints or ():
-                        if isinstance(constraint, ast.Constraint) and constraint.conname:
-                            created.constraints.add((table, constraint.conname))
-                elif isinstance(element, ast.Constraint) and element.conname:
-                    created.constraints.add((table, element.conname))
-        elif isinstance(node, ast.CreateTableAsStmt):
-            relation = node.into.rel
-            name = path.qualify_new(relation.schemaname, relation.relname)
-            if node.objtype == enums.ObjectType.OBJECT_MATVIEW:
-                created.views.add(name)
-            else:
-                created.tables.add(name)
-        elif isinstance(node, ast.ViewStmt):
-            created.views.add(path.qualify_new(node.view.schemaname, node.view.relname))
-        elif isinstance(node, ast.CreateSeqStmt):
-            relation = node.sequence
-            created.sequences.add(path.qualify_new(relation.schemaname, relation.relname))
-        elif isinstance(node, ast.IndexStmt) and node.idxname:
-            table = path.resolve(node.relation.schemaname, node.relation.relname, created)
-            # An index always lives in its table's schema.
-            created.indexes[f"{table.split('.', 1)[0]}.{node.idxname}"] = table
-        elif isinstance(node, ast.CreateEnumStmt | ast.CreateRangeStmt):
-            created.types.add(path.qualify_new_names(node.typeName))
-        elif isinstance(node, ast.CompositeTypeStmt):
-            created.types.add(path.qualify_new(node.typevar.schemaname, node.typevar.relname))
-        elif isinstance(node, ast.CreateDomainStmt):
-            created.types.add(path.qualify_new_names(node.domainname))
-        elif isinstance(node, ast.CreateFunctionStmt):
-            created.functions.add(path.qualify_new_names(node.funcname))
-        elif isinstance(node, ast.CreateSchemaStmt) and node.schemaname:
-            created.schemas.add(node.schemaname)
+            _note_table(node, path, created)
         elif isinstance(node, ast.AlterTableStmt) and node.relation is not None:
-            table = path.resolve(node.relation.schemaname, node.relation.relname, created)
-            for command in node.cmds or ():
-                subtype = command.subtype
-                if subtype == enums.AlterTableType.AT_AddColumn and command.def_ is not None:
-                    created.columns.add((table, command.def_.colname))
-                elif subtype == enums.AlterTableType.AT_AddConstraint and command.def_ is not None:
-                    if command.def_.conname:
-                        created.constraints.add((table, command.def_.conname))
-                elif subtype == enums.AlterTableType.AT_AlterColumnType and command.name:
-                    created.retyped.add((table, command.name))
+            _note_alter_table(node, path, created)
         elif isinstance(node, ast.InsertStmt | ast.UpdateStmt):
             relation = node.relation
-            created.written.add(path.resolve(relation.schemaname, relation.relname, created))
+            created.written.add(path.relation(relation, created))
+        else:
+            _note_other(node, path, created)
     return created
+
+
+def _note_table(node: Any, path: _SearchPath, created: _Created) -> None:
+    from pglast import ast
+
+    table = path.new_relation(node.relation)
+    created.tables.add(table)
+    for element in node.tableElts or ():
+        if isinstance(element, ast.ColumnDef) and element.colname:
+            created.columns.add((table, element.colname))
+            for constraint in element.constraints or ():
+                if isinstance(constraint, ast.Constraint) and constraint.conname:
+                    created.constraints.add((table, constraint.conname))
+        elif isinstance(element, ast.Constraint) and element.conname:
+            created.constraints.add((table, element.conname))
+
+
+def _note_alter_table(node: Any, path: _SearchPath, created: _Created) -> None:
+    from pglast import enums
+
+    table = path.relation(node.relation, created)
+    for command in node.cmds or ():
+        subtype = command.subtype
+        if subtype == enums.AlterTableType.AT_AddColumn and command.def_ is not None:
+            created.columns.add((table, command.def_.colname))
+        elif subtype == enums.AlterTableType.AT_AddConstraint and command.def_ is not None:
+            if command.def_.conname:
+                created.constraints.add((table, command.def_.conname))
+        elif subtype == enums.AlterTableType.AT_AlterColumnType and command.name:
+            created.retyped.add((table, command.name))
+
+
+def _note_other(node: Any, path: _SearchPath, created: _Created) -> None:
+    from pglast import ast, enums
+
+    if isinstance(node, ast.CreateTableAsStmt) and node.into is not None:
+        name = path.new_relation(node.into.rel)
+        is_view = node.objtype == enums.ObjectType.OBJECT_MATVIEW
+        (created.views if is_view else created.tables).add(name)
+    elif isinstance(node, ast.ViewStmt):
+        created.views.add(path.new_relation(node.view))
+    elif isinstance(node, ast.CreateSeqStmt):
+        created.sequences.add(path.new_relation(node.sequence))
+    elif isinstance(node, ast.IndexStmt) and node.idxname:
+        table = path.relation(node.relation, created)
+        # An index always lives in its table's schema.
+        created.indexes[f"{table.split('.', 1)[0]}.{node.idxname}"] = table
+    elif isinstance(node, ast.CreateEnumStmt | ast.CreateRangeStmt):
+        created.types.add(path.qualify_new_names(node.typeName))
+    elif isinstance(node, ast.CompositeTypeStmt):
+        created.types.add(path.new_relation(node.typevar))
+    elif isinstance(node, ast.CreateDomainStmt):
+        created.types.add(path.qualify_new_names(node.domainname))
+    elif isinstance(node, ast.CreateFunctionStmt):
+        created.functions.add(path.qualify_new_names(node.funcname))
+    elif isinstance(node, ast.CreateSchemaStmt) and node.schemaname:
+        created.schemas.add(node.schemaname)
 
 
 # --- What a down file destroys ---------------------------------------------------------
@@ -253,175 +272,181 @@ def _created_by(up: SqlScript) -> _Created:
 
 def classify_down(label: str, up: SqlScript, down: SqlScript) -> list[DestructiveRevert]:
     """The destructive statements of one migration's ``down``, judged against its ``up``."""
-    from pglast import ast, enums
+    from pglast import ast
 
-    created = _created_by(up)
-    path = _SearchPath()
-    found: list[DestructiveRevert] = []
-
+    reader = _DownReader(label, down.path, _created_by(up))
     for node, statement in _parsed(down):
-        if path.update(node):
+        if reader.path.update(node):
             continue
-        start = statement.line
-        end = start + statement.text.rstrip().count("\n")
-
-        def add(
-            kind: str,
-            table: str | None,
-            *,
-            columns: tuple[str, ...] = (),
-            target: str = "",
-            expected: bool,
-            loses_data: bool,
-        ) -> None:
-            found.append(
-                DestructiveRevert(
-                    migration=label,
-                    kind=kind,
-                    table=table,
-                    columns=columns,
-                    target=target or table or "",
-                    expected=expected,
-                    loses_data=loses_data,
-                    file=down.path,
-                    line=start,
-                    end_line=end,
-                )
-            )
-
+        reader.start = statement.line
+        reader.end = statement.line + statement.text.rstrip().count("\n")
         if isinstance(node, ast.DropStmt):
-            _classify_drop(node, path, created, add)
+            reader.drop(node)
         elif isinstance(node, ast.AlterTableStmt) and node.relation is not None:
-            if node.objtype != enums.ObjectType.OBJECT_TABLE:
+            reader.alter_table(node)
+        elif isinstance(node, ast.TruncateStmt | ast.DeleteStmt | ast.UpdateStmt):
+            reader.rows(node)
+    return reader.found
+
+
+class _DownReader:
+    """Walks one down file, collecting a ``DestructiveRevert`` per destroyed thing."""
+
+    def __init__(self, label: str, file: Path, created: _Created) -> None:
+        self.label = label
+        self.file = file
+        self.created = created
+        self.path = _SearchPath()
+        self.found: list[DestructiveRevert] = []
+        self.start = 0
+        self.end = 0
+
+    def add(
+        self,
+        kind: str,
+        table: str | None,
+        *,
+        columns: tuple[str, ...] = (),
+        target: str = "",
+        expected: bool,
+        loses_data: bool,
+    ) -> None:
+        self.found.append(
+            DestructiveRevert(
+                migration=self.label,
+                kind=kind,
+                table=table,
+                columns=columns,
+                target=target or table or "",
+                expected=expected,
+                loses_data=loses_data,
+                file=self.file,
+                line=self.start,
+                end_line=self.end,
+            )
+        )
+
+    def _table(self, relation: Any) -> str:
+        return self.path.relation(relation, self.created)
+
+    def alter_table(self, node: Any) -> None:
+        from pglast import enums
+
+        if node.objtype != enums.ObjectType.OBJECT_TABLE:
+            return
+        created = self.created
+        table = self._table(node.relation)
+        for command in node.cmds or ():
+            subtype, name = command.subtype, command.name
+            if not name:
                 continue
-            table = path.resolve(node.relation.schemaname, node.relation.relname, created)
-            for command in node.cmds or ():
-                subtype = command.subtype
-                if subtype == enums.AlterTableType.AT_DropColumn and command.name:
-                    column = command.name
-                    add(
-                        DROP_COLUMN,
-                        table,
-                        columns=(column,),
-                        target=f"{table}.{column}",
-                        expected=(table, column) in created.columns or table in created.tables,
-                        loses_data=True,
-                    )
-                elif subtype == enums.AlterTableType.AT_DropConstraint and command.name:
-                    add(
-                        DROP_CONSTRAINT,
-                        table,
-                        target=command.name,
-                        expected=(table, command.name) in created.constraints
-                        or table in created.tables,
-                        loses_data=False,
-                    )
-                elif subtype == enums.AlterTableType.AT_AlterColumnType and command.name:
-                    add(
-                        ALTER_COLUMN_TYPE,
-                        table,
-                        columns=(command.name,),
-                        target=f"{table}.{command.name}",
-                        expected=(table, command.name) in created.retyped,
-                        loses_data=True,
-                    )
-        elif isinstance(node, ast.TruncateStmt):
-            for relation in node.relations or ():
-                table = path.resolve(relation.schemaname, relation.relname, created)
-                add(
-                    TRUNCATE,
+            if subtype == enums.AlterTableType.AT_DropColumn:
+                self.add(
+                    DROP_COLUMN,
                     table,
-                    expected=table in created.tables or table in created.written,
+                    columns=(name,),
+                    target=f"{table}.{name}",
+                    expected=(table, name) in created.columns or table in created.tables,
                     loses_data=True,
                 )
-        elif isinstance(node, ast.DeleteStmt):
-            table = path.resolve(node.relation.schemaname, node.relation.relname, created)
-            add(
-                DELETE,
-                table,
-                expected=table in created.tables or table in created.written,
-                loses_data=True,
-            )
-        elif isinstance(node, ast.UpdateStmt):
-            table = path.resolve(node.relation.schemaname, node.relation.relname, created)
-            columns = tuple(
-                dict.fromkeys(
-                    target.name
-                    for target in node.targetList or ()
-                    if isinstance(target, ast.ResTarget) and target.name
+            elif subtype == enums.AlterTableType.AT_DropConstraint:
+                self.add(
+                    DROP_CONSTRAINT,
+                    table,
+                    target=name,
+                    expected=(table, name) in created.constraints or table in created.tables,
+                    loses_data=False,
                 )
-            )
-            add(
-                UPDATE,
-                table,
-                columns=columns,
-                expected=table in created.tables or table in created.written,
-                loses_data=True,
-            )
-    return found
+            elif subtype == enums.AlterTableType.AT_AlterColumnType:
+                # A type change back can truncate or fail to convert what was written.
+                self.add(
+                    ALTER_COLUMN_TYPE,
+                    table,
+                    columns=(name,),
+                    target=f"{table}.{name}",
+                    expected=(table, name) in created.retyped,
+                    loses_data=True,
+                )
 
+    def rows(self, node: Any) -> None:
+        from pglast import ast
 
-def _classify_drop(node: Any, path: _SearchPath, created: _Created, add: Any) -> None:
-    from pglast import enums
+        if isinstance(node, ast.TruncateStmt):
+            for relation in node.relations or ():
+                table = self._table(relation)
+                self.add(
+                    TRUNCATE, table, expected=self.created.owns_rows_of(table), loses_data=True
+                )
+            return
+        table = self._table(node.relation)
+        if isinstance(node, ast.DeleteStmt):
+            self.add(DELETE, table, expected=self.created.owns_rows_of(table), loses_data=True)
+            return
+        columns = tuple(
+            dict.fromkeys(
+                target.name
+                for target in node.targetList or ()
+                if isinstance(target, ast.ResTarget) and target.name
+            )
+        )
+        self.add(
+            UPDATE,
+            table,
+            columns=columns,
+            expected=self.created.owns_rows_of(table),
+            loses_data=True,
+        )
 
-    kinds = enums.ObjectType
-    remove = node.removeType
-    cascade = node.behavior == enums.DropBehavior.DROP_CASCADE
-    for obj in node.objects or ():
-        names = _object_names(obj)
-        if not names:
-            continue
-        if remove == kinds.OBJECT_SCHEMA:
-            schema = names[-1]
-            add(
-                DROP_SCHEMA,
-                None,
-                target=schema,
-                expected=schema in created.schemas,
-                loses_data=True,
-            )
-            continue
-        name = path.resolve_names(names, created)
-        if remove in (kinds.OBJECT_TABLE, kinds.OBJECT_FOREIGN_TABLE):
-            add(DROP_TABLE, name, expected=name in created.tables, loses_data=True)
-        elif remove == kinds.OBJECT_INDEX:
-            add(
-                DROP_INDEX,
-                created.indexes.get(name),
-                target=name,
-                expected=name in created.indexes,
-                loses_data=False,
-            )
-        elif remove == kinds.OBJECT_VIEW:
-            add(DROP_VIEW, None, target=name, expected=name in created.views, loses_data=False)
-        elif remove == kinds.OBJECT_MATVIEW:
-            add(
-                DROP_MATERIALIZED_VIEW,
-                None,
-                target=name,
-                expected=name in created.views,
-                loses_data=False,
-            )
-        elif remove == kinds.OBJECT_SEQUENCE:
+    def drop(self, node: Any) -> None:
+        from pglast import enums
+
+        kinds = enums.ObjectType
+        created = self.created
+        cascade = node.behavior == enums.DropBehavior.DROP_CASCADE
+        # removeType -> (kind, the set of what the up created, loses data)
+        simple: dict[Any, tuple[str, Collection[str], bool]] = {
+            kinds.OBJECT_TABLE: (DROP_TABLE, created.tables, True),
+            kinds.OBJECT_FOREIGN_TABLE: (DROP_TABLE, created.tables, True),
+            kinds.OBJECT_VIEW: (DROP_VIEW, created.views, False),
+            kinds.OBJECT_MATVIEW: (DROP_MATERIALIZED_VIEW, created.views, False),
             # A sequence's current value is data: recreated, it starts over.
-            add(
-                DROP_SEQUENCE,
-                None,
-                target=name,
-                expected=name in created.sequences,
-                loses_data=True,
-            )
-        elif remove in (kinds.OBJECT_TYPE, kinds.OBJECT_DOMAIN):
+            kinds.OBJECT_SEQUENCE: (DROP_SEQUENCE, created.sequences, True),
             # CASCADE drops every column of the type with it.
-            add(DROP_TYPE, None, target=name, expected=name in created.types, loses_data=cascade)
-        elif remove in (kinds.OBJECT_FUNCTION, kinds.OBJECT_PROCEDURE, kinds.OBJECT_ROUTINE):
-            add(
-                DROP_FUNCTION,
-                None,
-                target=name,
-                expected=name in created.functions,
-                loses_data=False,
-            )
+            kinds.OBJECT_TYPE: (DROP_TYPE, created.types, cascade),
+            kinds.OBJECT_DOMAIN: (DROP_TYPE, created.types, cascade),
+            kinds.OBJECT_FUNCTION: (DROP_FUNCTION, created.functions, False),
+            kinds.OBJECT_PROCEDURE: (DROP_FUNCTION, created.functions, False),
+            kinds.OBJECT_ROUTINE: (DROP_FUNCTION, created.functions, False),
+            kinds.OBJECT_INDEX: (DROP_INDEX, created.indexes, False),
+        }
+        for obj in node.objects or ():
+            names = _object_names(obj)
+            if not names:
+                continue
+            if node.removeType == kinds.OBJECT_SCHEMA:
+                schema = names[-1]
+                self.add(
+                    DROP_SCHEMA,
+                    None,
+                    target=schema,
+                    expected=schema in created.schemas,
+                    loses_data=True,
+                )
+                continue
+            if node.removeType not in simple:
+                continue
+            kind, made, loses_data = simple[node.removeType]
+            name = self.path.resolve_names(names, created)
+            if kind == DROP_TABLE:
+                self.add(kind, name, expected=name in made, loses_data=loses_data)
+            else:
+                self.add(
+                    kind,
+                    created.indexes.get(name),
+                    target=name,
+                    expected=name in made,
+                    loses_data=loses_data,
+                )
 
 
 # --- Names and search_path ----------------------------------------------------------------
@@ -457,7 +482,15 @@ class _SearchPath:
         """Where ``CREATE`` puts ``name``: its schema, or the first one on the path."""
         return f"{schema or self.schemas[0]}.{name}"
 
-    def qualify_new_names(self, names: Sequence[Any]) -> str:
+    def new_relation(self, relation: Any) -> str:
+        """Where ``CREATE`` puts the relation a ``RangeVar`` names."""
+        return self.qualify_new(relation.schemaname, relation.relname)
+
+    def relation(self, relation: Any, created: _Created) -> str:
+        """The qualified relation a ``RangeVar`` refers to (see ``resolve``)."""
+        return self.resolve(relation.schemaname, relation.relname, created)
+
+    def qualify_new_names(self, names: Any) -> str:
         parts = _strings(names)
         return self.qualify_new(parts[-2] if len(parts) > 1 else None, parts[-1])
 
@@ -489,7 +522,7 @@ def _object_names(obj: Any) -> list[str]:
     from pglast import ast
 
     if isinstance(obj, ast.String):
-        return [obj.sval]
+        return [str(obj.sval)]
     if isinstance(obj, ast.TypeName):
         return _strings(obj.names)
     if isinstance(obj, ast.ObjectWithArgs):
@@ -499,10 +532,10 @@ def _object_names(obj: Any) -> list[str]:
     return []
 
 
-def _strings(nodes: Sequence[Any] | None) -> list[str]:
+def _strings(nodes: Any) -> list[str]:
     from pglast import ast
 
-    return [node.sval for node in nodes or () if isinstance(node, ast.String)]
+    return [str(node.sval) for node in nodes or () if isinstance(node, ast.String)]
 
 
 def _constant_text(node: Any) -> str | None:

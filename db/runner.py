@@ -343,6 +343,18 @@ class MigrationRunner:
             after = current_version(self.read_history())
         return RunReport(plan, False, tuple(executed), before, after, tuple(self.invalid_indexes()))
 
+    def record_baseline(self, migrations: Sequence[Migration]) -> None:
+        """Record ``migrations`` as applied without running them (``db baseline``).
+
+        One transaction: every row lands or none does. The caller holds
+        ``migration_lock()`` and has proved that the database already has the
+        schema these migrations build; nothing here checks that.
+        """
+        with self.conn.transaction():
+            self.conn.execute(_HISTORY_DDL)
+            for migration in migrations:
+                self._record(migration, APPLIED, None)
+
     def run_step(self, step: Step) -> StepResult:
         """Run one step, retrying a bounded number of times on lock timeouts."""
         script = step.migration.script(step.direction)
