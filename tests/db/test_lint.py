@@ -16,8 +16,6 @@ import pytest
 from core.errors import CannotRun, ToolUnavailable
 from db.destructive import classify_reverts
 from db.errors import MigrationFileError
-from db.migrations import load_migrations
-from tests.db.conftest import write_migration_set
 from db.lint import (
     EXCLUDED_RULES,
     IGNORE_NEEDS_REASON,
@@ -29,6 +27,8 @@ from db.lint import (
     set_aside_expected_drops,
     split_at_baseline,
 )
+from db.migrations import load_migrations
+from tests.db.conftest import write_migration_set
 
 REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "db" / "migrations"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from db.check import run_check
@@ -104,3 +105,29 @@ def test_db_check_reports_the_bundles_destructive_reverts() -> None:
     assert "destructive reverts: 2 migration(s) lose data" in text
     assert "0002_add_ai_model: loses public.execution_tasks(ai_model)" in text
     assert "drop column public.execution_tasks.ai_model (its up created it;" in text
+
+
+def test_db_baseline_refuses_a_mismatch_then_records_a_match(
+    capsys: pytest.CaptureFixture[str], empty_dsn: str, tmp_path: Path
+) -> None:
+    directory = write_migration_set(tmp_path / "migrations", HISTORY)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, n integer NOT NULL, extra text)")
+    args = ["db", "baseline", "--dsn", empty_dsn, "--migrations", str(directory)]
+
+    code, out, _ = run(capsys, *args, "--version", "1")
+    assert code == 1
+    assert out.startswith("baseline REFUSED: the live database differs from what 0001_create_t")
+    assert "column public.t.extra: unexpected" in out and "nothing was recorded" in out
+
+    code, out, _ = run(capsys, "--json", *args, "--version", "7")
+    assert code == 2 and "no migration has that version" in out
+
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE t DROP COLUMN extra")
+    code, out, _ = run(capsys, "--json", *args, "--version", "1")
+    result = json.loads(out)["result"]
+    assert code == 0 and result["recorded"] and result["migrations"] == ["0001_create_t"]
+
+    code, out, _ = run(capsys, "db", "migrate", "--dsn", empty_dsn, "--migrations", str(directory))
+    assert code == 0 and "migrate: 0001 -> 0002" in out and "applied 0002_add_t_note" in out
