@@ -459,21 +459,20 @@ class _SearchPath:
         self.schemas: tuple[str, ...] = DEFAULT_SEARCH_PATH
 
     def update(self, node: Any) -> bool:
-        """Follow ``SET [LOCAL] search_path`` / ``RESET search_path``; True if it was one."""
+        """Follow ``SET [LOCAL] search_path``, ``RESET search_path`` and pg_dump's
+        ``SELECT pg_catalog.set_config('search_path', ...)``; True if it was one."""
         from pglast import ast, enums
 
+        if isinstance(node, ast.SelectStmt):
+            value = _set_config_search_path(node)
+            if value is None:
+                return False
+            self.schemas = _schemas_in([value])
+            return True
         if not isinstance(node, ast.VariableSetStmt) or node.name != "search_path":
             return False
         if node.kind == enums.VariableSetKind.VAR_SET_VALUE:
-            values = [_constant_text(arg) for arg in node.args or ()]
-            schemas = tuple(
-                part.strip().strip('"')
-                for value in values
-                if value is not None
-                for part in value.split(",")
-                if part.strip() and part.strip().strip('"') != "$user"
-            )
-            self.schemas = schemas or DEFAULT_SEARCH_PATH
+            self.schemas = _schemas_in([_constant_text(arg) for arg in node.args or ()])
         else:  # RESET, SET ... TO DEFAULT
             self.schemas = DEFAULT_SEARCH_PATH
         return True
@@ -507,6 +506,36 @@ class _SearchPath:
 
     def resolve_names(self, names: Sequence[str], created: _Created) -> str:
         return self.resolve(names[-2] if len(names) > 1 else None, names[-1], created)
+
+
+def _schemas_in(values: Sequence[str | None]) -> tuple[str, ...]:
+    """The schemas a search_path setting names, ``$user`` left out (no such schema
+    in migrations); an empty path falls back to the default, so that creations
+    still have a schema to land in."""
+    schemas = tuple(
+        part.strip().strip('"')
+        for value in values
+        if value is not None
+        for part in value.split(",")
+        if part.strip() and part.strip().strip('"') != "$user"
+    )
+    return schemas or DEFAULT_SEARCH_PATH
+
+
+def _set_config_search_path(node: Any) -> str | None:
+    """The value of ``SELECT [pg_catalog.]set_config('search_path', value, ...)``."""
+    from pglast import ast
+
+    targets: list[Any] = list(node.targetList or ())
+    if len(targets) != 1 or not isinstance(targets[0], ast.ResTarget):
+        return None
+    call = targets[0].val
+    if not isinstance(call, ast.FuncCall) or _strings(call.funcname)[-1:] != ["set_config"]:
+        return None
+    args: list[Any] = list(call.args or ())
+    if len(args) < 2 or _constant_text(args[0]) != "search_path":
+        return None
+    return _constant_text(args[1])
 
 
 def _parsed(script: SqlScript) -> Iterable[tuple[Any, Any]]:

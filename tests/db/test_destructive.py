@@ -103,6 +103,21 @@ def test_names_resolve_through_the_files_search_path(write_migrations: WriteMigr
     )
 
 
+def test_pg_dumps_set_config_search_path_is_followed(write_migrations: WriteMigrations) -> None:
+    up = (
+        "SELECT pg_catalog.set_config('search_path', 'app, public', false);\n"
+        "CREATE TABLE orders (id bigint PRIMARY KEY);"
+    )
+    assert summary(classify(write_migrations, up, "DROP TABLE app.orders;")) == [
+        (DROP_TABLE, "app.orders", "app.orders", True)
+    ]
+    # pg_dump's empty path: every name is qualified, creations fall back to public.
+    down = "SELECT pg_catalog.set_config('search_path', '', false);\nDROP TABLE public.orders;"
+    assert summary(classify(write_migrations, up, down)) == [
+        (DROP_TABLE, "public.orders", "public.orders", False)
+    ]
+
+
 def test_a_drop_of_something_the_up_did_not_create_is_not_expected(
     write_migrations: WriteMigrations,
 ) -> None:
