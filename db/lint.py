@@ -28,6 +28,18 @@ How squawk is run, and why:
   skip a migration without a word: an empty report that looks like a pass.
 * ``--pg-version`` of the target server, so version-dependent rules match it.
 
+Two policies fit the lint to a real project's history:
+
+* **A baseline** (``lint.since`` in ``rollgate.toml``, ``--lint-since N``):
+  migrations at or below version N already run in production, so they are not
+  linted (``split_at_baseline``), as strong_migrations' ``start_after`` and
+  Atlas's ``--latest`` do. The report counts what was skipped and why.
+* **Expected destruction in down files**: a down file dropping what its own up
+  created is doing its job. squawk's drop findings on such statements
+  (``db.destructive.REVERT_RULES``) leave the findings and are reported as
+  destructive reverts instead (``set_aside_expected_drops``); a drop of
+  anything else stays a finding.
+
 Up, down and verify scripts are all linted (see ``lintable_files``). Positions
 are 1-based lines and 1-based *character* columns (squawk counts bytes from
 0), so ``LintFinding.describe()`` is ``path:line:col: rule: message`` that an
@@ -47,11 +59,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from core.errors import CannotRun, ToolUnavailable
+from db.destructive import REVERT_RULES, DestructiveRevert
 from db.errors import MigrationFileError
 
 # Rules switched off for every file, each with the reason it does not apply.
@@ -74,6 +87,9 @@ DEFAULT_TIMEOUT_SECONDS = 60.0
 
 # The up, down and verify scripts of each migration (see lintable_files).
 LINTED_SUFFIXES = (".up.sql", ".down.sql", ".verify.sql")
+
+# The version prefix of a migration file name (0042_add_x.up.sql -> 42).
+_VERSION_PREFIX = re.compile(r"^(?P<version>\d+)_")
 
 # The same directive line the runner reads, wherever it sits in the file.
 _DIRECTIVE = re.compile(r"^\s*--\s*rollgate:(?P<body>.*)$", re.MULTILINE)
@@ -120,16 +136,35 @@ class LintFinding:
 
 @dataclass(frozen=True)
 class LintReport:
-    """Everything one lint run found, and what it ran."""
+    """Everything one lint run found, and what it ran.
+
+    ``expected_drops`` are squawk findings taken out of ``findings`` because
+    the down file drops what its own up created (a destructive revert, not a
+    mistake); ``skipped_files`` are the files at or below the ``since``
+    baseline, not linted because they are in production already.
+    """
 
     findings: tuple[LintFinding, ...]
     files_checked: int
     squawk_version: str
+    since: int = 0
+    skipped_files: tuple[Path, ...] = ()
+    expected_drops: tuple[LintFinding, ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when no file has a finding: every finding fails the check."""
         return not self.findings
+
+    @property
+    def skipped_reason(self) -> str | None:
+        """Why files were not linted, or None when none were skipped."""
+        if not self.skipped_files:
+            return None
+        return (
+            f"migrations at or below the lint baseline {self.since:04d} "
+            "(lint.since / --lint-since) are in production already"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +172,13 @@ class LintReport:
             "files_checked": self.files_checked,
             "squawk_version": self.squawk_version,
             "findings": [finding.to_dict() for finding in self.findings],
+            "lint_since": self.since,
+            "skipped": {
+                "files": len(self.skipped_files),
+                "paths": [str(path) for path in self.skipped_files],
+                "reason": self.skipped_reason,
+            },
+            "expected_drops": [finding.to_dict() for finding in self.expected_drops],
         }
 
 
@@ -158,6 +200,53 @@ def lintable_files(migrations_dir: Path) -> list[Path]:
     return sorted(
         path for path in entries if path.is_file() and path.name.endswith(LINTED_SUFFIXES)
     )
+
+
+def split_at_baseline(files: Sequence[Path], since: int) -> tuple[list[Path], list[Path]]:
+    """``(to_lint, skipped)``: files of migrations above ``since``, and the rest.
+
+    A file whose name carries no version prefix is always linted: skipping
+    something the baseline does not clearly cover would hide it.
+    """
+    to_lint: list[Path] = []
+    skipped: list[Path] = []
+    for path in files:
+        match = _VERSION_PREFIX.match(path.name)
+        if since > 0 and match is not None and int(match["version"]) <= since:
+            skipped.append(path)
+        else:
+            to_lint.append(path)
+    return to_lint, skipped
+
+
+def set_aside_expected_drops(
+    report: LintReport, reverts: Sequence[DestructiveRevert]
+) -> LintReport:
+    """``report`` without squawk's drop findings on statements that drop only
+    what the migration's own up created; those move to ``expected_drops``.
+
+    A finding is set aside when its rule is one of ``REVERT_RULES``, it sits
+    inside a down-file statement the classifier saw, and every object that
+    statement destroys is ``expected``. ``DROP TABLE mine, theirs`` keeps its
+    finding: ``theirs`` was not created by the up.
+    """
+    by_statement: dict[tuple[Path, int, int], list[DestructiveRevert]] = {}
+    for revert in reverts:
+        key = (revert.file.absolute(), revert.line, revert.end_line)
+        by_statement.setdefault(key, []).append(revert)
+
+    def expected(finding: LintFinding) -> bool:
+        if finding.rule not in REVERT_RULES:
+            return False
+        where = finding.file.absolute()
+        for (path, start, end), destroyed in by_statement.items():
+            if path == where and start <= finding.line <= end:
+                return all(revert.expected for revert in destroyed)
+        return False
+
+    kept = tuple(finding for finding in report.findings if not expected(finding))
+    moved = tuple(finding for finding in report.findings if expected(finding))
+    return replace(report, findings=kept, expected_drops=report.expected_drops + moved)
 
 
 def runs_in_transaction(sql: str) -> bool:

@@ -620,6 +620,21 @@ class MigrationRunner:
             details={"role": role, "sqlstate": exc.diag.sqlstate, "error": denied},
         )
 
+    def record_baseline(self, migrations: Sequence[Migration]) -> None:
+        """Record ``migrations`` as applied without running them (``db baseline``).
+
+        One transaction: every row lands or none does. The caller holds
+        ``migration_lock()`` and has proved that the database already has the
+        schema these migrations build; nothing here checks that.
+        """
+        self._prepare_history()
+        self._require_history_writable()
+        with self.conn.transaction():
+            for migration in migrations:
+                self._record(migration, APPLIED, None)
+        for migration in migrations:
+            self._committed(migration, APPLIED)
+
     def run_step(self, step: Step) -> StepResult:
         """Run one step, retrying a bounded number of times on lock timeouts."""
         script = step.migration.script(step.direction)

@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         "db check",
     )
     _backend_options(check)
+    check.add_argument(
+        "--lint-since",
+        type=_version,
+        metavar="N",
+        default=None,
+        help="do not lint migrations <= N: they are in production already "
+        "(default: lint.since in rollgate.toml, else 0)",
+    )
 
     diff = verb(
         db_verbs,
@@ -175,6 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
         "db diff",
     )
     _backend_options(diff)
+
+    baseline = verb(
+        db_verbs,
+        "baseline",
+        _db_baseline,
+        "record migrations 1..N as applied without running them, once the live catalog "
+        "is proved equal to what they build",
+        "db baseline",
+    )
+    baseline.add_argument(
+        "--version",
+        type=_version,
+        metavar="N",
+        required=True,
+        help="the last migration the live database already has",
+    )
+    baseline.add_argument("--dry-run", action="store_true", help="prove the match; record nothing")
+    _backend_options(baseline)
+    _lock_wait_option(baseline)
 
     sample = verb(
         groups, "sample", _sample, "fill a migrated database with production-shaped data", "sample"
@@ -305,13 +332,26 @@ def _db_revert(opts: Options, args: argparse.Namespace) -> Outcome:
 def _db_check(opts: Options, args: argparse.Namespace) -> Outcome:
     from rollgate.commands import db
 
-    return db.check(opts, backend=args.backend, image=args.image)
+    return db.check(opts, backend=args.backend, image=args.image, lint_since=args.lint_since)
 
 
 def _db_diff(opts: Options, args: argparse.Namespace) -> Outcome:
     from rollgate.commands import db
 
     return db.diff(opts, backend=args.backend, image=args.image)
+
+
+def _db_baseline(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.baseline(
+        opts,
+        version=args.version,
+        dry_run=args.dry_run,
+        backend=args.backend,
+        image=args.image,
+        lock_wait=args.lock_wait,
+    )
 
 
 def _sample(opts: Options, args: argparse.Namespace) -> Outcome:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from db.baseline import BaselineReport
     from db.check import CheckReport
+    from db.destructive import DestructiveRevert
     from db.drift import DriftReport
     from db.runner import RunReport, StatusReport
     from db.sample import SampleProgress, SampleReport
@@ -99,6 +101,71 @@ def check(report: CheckReport) -> str:
         f"({lint.files_checked} files, squawk {lint.squawk_version})"
     )
     lines += [f"    {finding.describe()}" for finding in lint.findings]
+    if lint.skipped_files:
+        lines.append(f"    skipped {len(lint.skipped_files)} file(s): {lint.skipped_reason}")
+    if lint.expected_drops:
+        lines.append(
+            f"    {len(lint.expected_drops)} drop finding(s) in down files set aside: each drops "
+            "what its own up created (listed below as destructive reverts)"
+        )
+    lines += _destructive_reverts(report)
+    return "\n".join(lines)
+
+
+def _destructive_reverts(report: CheckReport) -> list[str]:
+    from db.destructive import affected_data
+
+    if not report.destructive_reverts:
+        return ["  destructive reverts: none (no down file destroys data)"]
+    by_migration: dict[str, list[DestructiveRevert]] = {}
+    for revert in report.destructive_reverts:
+        by_migration.setdefault(revert.migration, []).append(revert)
+    losing = [label for label, group in by_migration.items() if any(r.loses_data for r in group)]
+    lines = [
+        f"  destructive reverts: {len(losing)} migration(s) lose data written since their up "
+        "when reverted (a snapshot restore keeps it)"
+    ]
+    for label, entries in by_migration.items():
+        affected = affected_data(entries)
+        if affected:
+            tables = ", ".join(
+                table if columns is None else f"{table}({', '.join(columns)})"
+                for table, columns in affected.items()
+            )
+            lines.append(f"    {label}: loses {tables}")
+        else:
+            lines.append(f"    {label}: schema only, no data lost")
+        lines += [f"      {r.file}:{r.line}: {r.describe().split(': ', 1)[1]}" for r in entries]
+    return lines
+
+
+def baseline(report: BaselineReport) -> str:
+    span = f"{report.migrations[0]}..{report.migrations[-1]}"
+    if not report.matches:
+        problems = len(report.differences) + len(report.verify_failures)
+        lines = [
+            f"baseline REFUSED: the live database differs from what {span} build "
+            f"({problems} difference(s)); nothing was recorded"
+        ]
+        lines += [f"  {d.describe()}" for d in report.differences]
+        lines += [f"  {failure}" for failure in report.verify_failures]
+        lines.append(
+            "  next: make the live schema match (or fix the migrations), or baseline at "
+            "the version the live database really has"
+        )
+    elif report.recorded:
+        lines = [
+            f"baseline: recorded {span} as applied without running them; the live catalog "
+            f"matches them (fingerprint {report.live_fingerprint[:12]})",
+            f"  next: `rollgate db migrate` applies only what comes after {report.version:04d}",
+        ]
+    else:
+        lines = [
+            f"baseline dry run: the live catalog matches {span} "
+            f"(fingerprint {report.live_fingerprint[:12]}); nothing was recorded",
+            "  next: run again without --dry-run to record them",
+        ]
+    lines += [f"  note: {note}" for note in report.notes]
     return "\n".join(lines)
 
 

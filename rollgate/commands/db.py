@@ -1,8 +1,9 @@
-"""``rollgate db``: status, migrate, revert, check, diff."""
+"""``rollgate db``: status, migrate, revert, check, diff, baseline."""
 
 from __future__ import annotations
 
 from core.errors import CheckFailed
+from db.baseline import baseline as run_baseline
 from db.check import run_check
 from db.drift import detect_drift
 from db.migrations import load_migrations
@@ -81,14 +82,20 @@ def revert(
     return Outcome(0, report.to_dict(), render.run(report))
 
 
-def check(opts: Options, *, backend: str, image: str | None) -> Outcome:
-    """Contract, verify scripts and lint on a throwaway Postgres; exit 1 on any finding."""
+def check(
+    opts: Options, *, backend: str, image: str | None, lint_since: int | None = None
+) -> Outcome:
+    """Contract, verify scripts and lint on a throwaway Postgres; exit 1 on any finding.
+
+    ``lint_since`` (the ``--lint-since`` flag) overrides ``lint.since`` from the config.
+    """
     report = run_check(
         opts.migrations_dir,
         opts.schema_path,
         backend=backend,
         image=image,
         scope=opts.config.catalog,
+        lint_since=opts.config.lint_since if lint_since is None else lint_since,
         progress=opts.progress,
     )
     return Outcome(0 if report.ok else 1, report.to_dict(), render.check(report))
@@ -108,3 +115,29 @@ def diff(opts: Options, *, backend: str, image: str | None) -> Outcome:
             progress=opts.progress,
         )
     return Outcome(1 if report.drifted else 0, report.to_dict(), render.drift(report))
+
+
+def baseline(
+    opts: Options,
+    *,
+    version: int,
+    dry_run: bool,
+    backend: str,
+    image: str | None,
+    lock_wait: float,
+) -> Outcome:
+    """Record 1..``version`` as applied, once the live catalog is proved equal; exit 1 if not."""
+    migrations = load_migrations(opts.migrations_dir)
+    dsn = opts.require_dsn()
+    with start_throwaway(backend, image=image, progress=opts.progress) as server:
+        report = run_baseline(
+            dsn,
+            server,
+            migrations,
+            version,
+            dry_run=dry_run,
+            scope=opts.config.catalog,
+            lock_wait=lock_wait,
+            progress=opts.progress,
+        )
+    return Outcome(0 if report.matches else 1, report.to_dict(), render.baseline(report))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import CannotRun, ToolUnavailable
+from db.destructive import classify_reverts
 from db.errors import MigrationFileError
 from db.lint import (
     EXCLUDED_RULES,
@@ -23,7 +24,11 @@ from db.lint import (
     lint_migrations,
     lintable_files,
     runs_in_transaction,
+    set_aside_expected_drops,
+    split_at_baseline,
 )
+from db.migrations import load_migrations
+from tests.db.conftest import write_migration_set
 
 REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "db" / "migrations"
 
@@ -355,3 +360,63 @@ def test_squawk_beside_python_is_preferred_to_path(
     monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.prefix) / "bin"), os.environ["PATH"]]))
 
     assert lint_migrations([]).squawk_version == "9.9.9"
+
+
+# --- The lint baseline and expected drops in down files ----------------------------
+
+
+def test_files_at_or_below_the_baseline_are_skipped(tmp_path: Path) -> None:
+    names = [f"{v:04d}_step.{kind}.sql" for v in (1, 2, 10) for kind in ("up", "down")]
+    files = [write(tmp_path, name, "SELECT 1;\n") for name in names]
+
+    linted, skipped = split_at_baseline(files, 2)
+
+    assert [p.name for p in skipped] == names[:4]
+    assert [p.name for p in linted] == names[4:]
+    assert split_at_baseline(files, 0) == (files, [])
+
+
+# Down files that drop what their own up created, and one that does not.
+REVERTS = {
+    "0001_create_t": (
+        "CREATE TABLE t (id bigint PRIMARY KEY);",
+        "DROP TABLE public.t;",
+        "SELECT id FROM t WHERE false;",
+    ),
+    "0002_add_t_note": (
+        "ALTER TABLE t ADD COLUMN note text;",
+        "ALTER TABLE t DROP COLUMN note;",
+        "SELECT note FROM t WHERE false;",
+    ),
+    "0003_add_t_size": (
+        "ALTER TABLE t ADD COLUMN size bigint;",
+        # Drops the column it added; then, in one statement, that column again
+        # and one 0002 added: a mistake, so the whole statement keeps its findings.
+        "ALTER TABLE t DROP COLUMN size;\nALTER TABLE t DROP COLUMN size, DROP COLUMN note;",
+        "SELECT size FROM t WHERE false;",
+    ),
+}
+
+
+def test_drops_of_what_the_up_created_are_set_aside_and_others_stay(tmp_path: Path) -> None:
+    directory = write_migration_set(tmp_path / "m", REVERTS)
+    reverts = classify_reverts(load_migrations(directory))
+
+    raw = lint_migrations(lintable_files(directory))
+    report = set_aside_expected_drops(raw, reverts)
+
+    # Before: squawk's own findings on every drop (what the old lint failed on).
+    assert sorted((f.file.name, f.rule) for f in raw.findings) == [
+        ("0001_create_t.down.sql", "ban-drop-table"),
+        ("0002_add_t_note.down.sql", "ban-drop-column"),
+        ("0003_add_t_size.down.sql", "ban-drop-column"),
+        ("0003_add_t_size.down.sql", "ban-drop-column"),
+        ("0003_add_t_size.down.sql", "ban-drop-column"),
+    ]
+    # After: only the statement dropping a column 0003's up did not add.
+    assert [(f.file.name, f.line, f.rule) for f in report.findings] == [
+        ("0003_add_t_size.down.sql", 2, "ban-drop-column"),
+        ("0003_add_t_size.down.sql", 2, "ban-drop-column"),
+    ]
+    assert len(report.expected_drops) == 3
+    assert report.to_dict()["expected_drops"][0]["rule"] == "ban-drop-table"
