@@ -71,15 +71,22 @@ def test_a_database_sqitch_deployed_is_baselined_once_its_registry_is_gone(
             conn.execute(f"BEGIN;\n{migration.up.text}\nCOMMIT;".encode())
         conn.execute("CREATE SCHEMA sqitch")
         conn.execute("CREATE TABLE sqitch.changes (change_id text PRIMARY KEY, change text)")
-    scope = CatalogScope(schemas=("flipr",))
-
-    refused = baseline(dsn, server, migrations, 3, scope=scope)
+    # Every schema is compared by default: sqitch's registry is not the project's.
+    refused = baseline(dsn, server, migrations, 3)
     assert not refused.recorded
-    assert [d.describe() for d in refused.differences] == ["schema sqitch: unexpected"]
+    described = [d.describe() for d in refused.differences]
+    assert described == ["schema sqitch: unexpected"]  # its tables are named under it
 
+    # A project that narrows the comparison to its own schema is baselined...
+    narrowed = baseline(
+        dsn, server, migrations, 3, scope=CatalogScope(schemas=("flipr",)), dry_run=True
+    )
+    assert narrowed.differences == ()
+
+    # ...and so is one that archives and drops the registry.
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA sqitch CASCADE")
-    report = baseline(dsn, server, migrations, 3, scope=scope)
+    report = baseline(dsn, server, migrations, 3)
     assert report.recorded, [d.describe() for d in report.differences]
     with MigrationRunner(dsn, migrations) as runner:
         assert runner.status().current == 3
