@@ -306,7 +306,7 @@ def _blank_meta_commands(
     Only a backslash that PostgreSQL's scanner sees as a token (not inside a
     string, a dollar-quoted body or a comment) at the start of a line counts.
     """
-    if not _META_LINE.search(text):
+    if "\\" not in text or not _META_LINE.search(text):
         return text, ()
     from pglast import parser
 
@@ -385,6 +385,8 @@ def statement_error(script: SqlScript, statement: Statement, exc: psycopg.Error)
 def _parse_directives(path: Path, text: str, lines: LineIndex) -> dict[str, str]:
     directives: dict[str, str] = {}
     first_seen: dict[str, int] = {}
+    if "rollgate:" not in text:
+        return directives
     for match in _DIRECTIVE.finditer(text):
         line, _ = lines.position(match.start())
         where = f"{path}:{line}"

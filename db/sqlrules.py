@@ -128,13 +128,19 @@ def needs_parse_tree(text: str) -> bool:
     to it: unquoted upper case, a Unicode-escaped identifier (``U&"..."``) or an
     escaped string constant (``E'\\x72...'``, for ``SET search_path``).
     """
-    word_end = 0
-    while word_end < len(text) and text[word_end].isascii() and text[word_end].isalpha():
-        word_end += 1
-    if text[:word_end].lower() not in _PLAIN_FIRST_WORDS:
+    if not _starts_with_plain_word(text):
         return True
     lowered = text.lower()
     return HISTORY_SCHEMA in lowered or "u&" in lowered or "\\" in lowered
+
+
+def _starts_with_plain_word(text: str) -> bool:
+    head = text[:8].lower()
+    for word in _PLAIN_FIRST_WORDS:
+        if head.startswith(word):
+            after = text[len(word) : len(word) + 1]
+            return not (after.isalnum() or after in ("_", "$"))
+    return False
 
 
 def statement_refusals(statement: Statement, *, transactional: bool) -> Iterator[Refusal]:
@@ -142,7 +148,7 @@ def statement_refusals(statement: Statement, *, transactional: bool) -> Iterator
     from pglast import parser
 
     (raw,) = parser.parse_sql(statement.text)
-    node = raw.stmt
+    node: Any = raw.stmt
     kind = type(node).__name__
     start = statement.offset
 
@@ -246,7 +252,7 @@ def _reindex(node: Any) -> str | None:
 
 def _detach_concurrently(node: Any) -> str | None:
     for command in node.cmds or ():
-        partition = getattr(command, "def_", None)
+        partition: Any = getattr(command, "def_", None)
         if type(partition).__name__ == "PartitionCmd" and partition.concurrent:
             return "ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY"
     return None
@@ -290,7 +296,7 @@ def _options(node: Any) -> tuple[Any, ...]:
 def _false(option: Any) -> bool:
     if option is None or option.arg is None:
         return False
-    value = getattr(option.arg, "sval", None) or getattr(option.arg, "boolval", None)
+    value: Any = getattr(option.arg, "sval", None) or getattr(option.arg, "boolval", None)
     if hasattr(value, "boolval"):
         value = value.boolval
     return str(value).lower() in ("false", "off", "0", "no")
@@ -309,7 +315,7 @@ def _history_references(raw: Any, statement: Statement) -> Iterator[int]:
             location = 0
         found.append(statement.offset + location)
 
-    class HistoryReferences(Visitor):  # type: ignore[misc]  # pglast ships no types for it
+    class HistoryReferences(Visitor):
         def visit(self, ancestors: Any, node: Any) -> None:
             if _names_history_schema(node):
                 at(node)
@@ -326,9 +332,17 @@ def _names_history_schema(node: Any) -> bool:
 def _schema_members(node: Any) -> bool:
     # RangeVar and CREATE SCHEMA (schemaname), SET SCHEMA (newschema), IMPORT
     # FOREIGN SCHEMA ... INTO (local_schema).
-    return any(
+    if any(
         getattr(node, member, None) == HISTORY_SCHEMA
         for member in ("schemaname", "newschema", "local_schema")
+    ):
+        return True
+    # CREATE SCHEMA AUTHORIZATION rollgate names the schema after the role.
+    authrole = getattr(node, "authrole", None)
+    return (
+        type(node).__name__ == "CreateSchemaStmt"
+        and node.schemaname is None
+        and getattr(authrole, "rolename", None) == HISTORY_SCHEMA
     )
 
 

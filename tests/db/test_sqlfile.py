@@ -9,6 +9,7 @@ rule, a test shows it on real Postgres.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -306,6 +307,13 @@ HISTORY_REFERENCES = [
     "ALTER TABLE rollgate.schema_migrations ADD COLUMN x int",
     "ALTER TABLE widgets SET SCHEMA rollgate",
     "CREATE SCHEMA rollgate",
+    "CREATE SCHEMA AUTHORIZATION rollgate",
+    "CREATE SCHEMA app CREATE TABLE t (id int) CREATE VIEW v AS SELECT * FROM rollgate.t",
+    "SECURITY LABEL FOR selinux ON SCHEMA rollgate IS 'x'",
+    "TABLE rollgate.schema_migrations",
+    "CALL rollgate.repair()",
+    "ALTER FUNCTION f() SET SCHEMA rollgate",
+    "IMPORT FOREIGN SCHEMA remote FROM SERVER s INTO rollgate",
     "DROP SCHEMA rollgate CASCADE",
     "DROP SCHEMA IF EXISTS other, rollgate",
     "ALTER SCHEMA rollgate RENAME TO old_history",
@@ -733,6 +741,42 @@ def test_cli_dry_run_refuses_a_bad_file_with_exit_1_and_no_traceback(
     assert completed.returncode == 1
     assert f"{directory}/0001_create_widgets.up.sql:2:1: COMMIT" in completed.stderr
     assert "Traceback" not in completed.stderr + completed.stdout
+
+
+BAD_FILES: dict[str, tuple[bytes | None, str]] = {
+    "commit": (b"SELECT 1;\nCOMMIT;\n", ":2:1: COMMIT in a migration file"),
+    "nul": (b"SELECT 1;\x00\n", ":1:10: NUL byte at byte offset 9"),
+    "copy": (b"-- rollgate: transaction=false\nCOPY t FROM STDIN;\n", ":2:1: COPY ... FROM STDIN"),
+    "meta": (b"\\set ON_ERROR_STOP on\nSELECT 1;\n", ":1:1: '\\\\set ON_ERROR_STOP on'"),
+    "history": (b"DROP TABLE rollgate.schema_migrations;\n", ":1:1: no migration may touch"),
+    "timeout": (b"-- rollgate: lock_timeout=0\nSELECT 1;\n", ":1: lock_timeout=0 is out of"),
+    "fifo": (None, ": is a FIFO (named pipe), not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+@pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
+def test_cli_refuses_each_bad_file_with_exit_1_naming_it(
+    capsys: pytest.CaptureFixture[str], widgets_dir: Path, case: str, as_json: bool
+) -> None:
+    content, expected = BAD_FILES[case]
+    path = widgets_dir / "0002_add_widget_colour.up.sql"
+    path.unlink()
+    if content is None:
+        os.mkfifo(path)
+    else:
+        path.write_bytes(content)
+    argv = ["db", "migrate", "--dry-run", "--migrations", str(widgets_dir)]
+    code = main(["--json", *argv] if as_json else argv)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in out + err
+    if as_json:
+        document = json.loads(out)
+        assert document["error"]["type"] == "MigrationFileError"
+        assert f"{path}{expected}" in document["error"]["message"]
+    else:
+        assert f"{path}{expected}" in err
 
 
 def test_statement_refusals_judge_one_statement() -> None:
