@@ -50,7 +50,8 @@ def write_migration(directory: Path, size_mib: float) -> int:
         row += 1
     (directory / "0001_load_rows.up.sql").write_text("".join(lines))
     (directory / "0001_load_rows.down.sql").write_text("DROP TABLE public.bench_rows;\n")
-    (directory / "0001_load_rows.verify.sql").write_text("SELECT id FROM public.bench_rows LIMIT 0;\n")
+    verify = "SELECT id FROM public.bench_rows LIMIT 0;\n"
+    (directory / "0001_load_rows.verify.sql").write_text(verify)
     return statements
 
 

@@ -14,6 +14,14 @@ Files also carry directives in comments, e.g.::
 
     -- rollgate: transaction=false
     -- rollgate: lock_timeout=5s statement_timeout=60min
+
+``lock_timeout`` must lie between 1ms and 10min, ``statement_timeout`` be 0
+(none) or between 1ms and 24h. Only a regular file of at most 256 MiB, in
+UTF-8 without NUL bytes, is read; psql meta-commands are refused, except the
+ones pg_dump writes in a schema file (``read_schema_script``). What a
+migration may contain is ``db.sqlrules``' business (``read_migration_script``).
+Line and column lookups are O(log n) after one pass, so a 50 MB file loads in
+seconds.
 """
 
 from __future__ import annotations
