@@ -18,7 +18,6 @@ migrations with one version, a syntax error, and any statement that
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,10 +141,8 @@ def lookalike_reason(name: str) -> str | None:
         (not name.isprintable(), "a control or invisible character"),
         (".sql" in name.casefold(), "an .sql file"),
         (bool(_KIND_INFIX.search(name)), "contains .up., .down. or .verify."),
-        (unicodedata.category(name[:1] or "x") == "Nd", "starts with a digit"),
-        (
-            any(unicodedata.category(c) == "Nd" and not c.isascii() for c in name),
-            "contains a non-ASCII digit",
-        ),
+        # isdigit(), not just decimal digits: superscripts and the like look alike too.
+        (name[:1].isdigit(), "starts with a digit"),
+        (any(c.isdigit() and not c.isascii() for c in name), "contains a non-ASCII digit"),
     )
     return next((reason for matched, reason in checks if matched), None)
