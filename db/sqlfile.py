@@ -337,8 +337,14 @@ def _blank_meta_commands(
         command = command_line.split(maxsplit=1)[0] if command_line.split() else "\\"
         line, column = lines.position(start)
         if command not in allowed:
+            fix = META_COMMAND_FIX
+            if command == "\\.":
+                fix = (
+                    "the end of COPY data: this file holds table data (a pg_dump without "
+                    "--schema-only?); SQL files here hold statements only"
+                )
             raise MigrationFileError(
-                f"{path}:{line}:{column}: {command_line[:60]!r}: {META_COMMAND_FIX}",
+                f"{path}:{line}:{column}: {command_line[:60]!r}: {fix}",
                 details={"file": str(path), "line": line, "column": column, "rule": "psql"},
             )
         assert blanked is not None

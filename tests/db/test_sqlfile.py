@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.pgtools import embedded_client_bin
@@ -719,6 +719,38 @@ def test_a_schema_file_accepts_only_pg_dumps_meta_commands(tmp_path: Path) -> No
     assert [s.line for s in script.statements] == [2, 4]
     with pytest.raises(MigrationFileError, match=r"s\.sql:3:1: '\\\\set x 1': psql meta"):
         read_schema_script(write_file(tmp_path, "SELECT 1;\nSELECT 2;\n\\set x 1\n", "s.sql"))
+
+
+def test_a_dump_with_data_is_refused_as_such(tmp_path: Path) -> None:
+    text = "CREATE TABLE t (id int);\nCOPY public.t (id) FROM stdin;\n1\n2\n\\.\n"
+    with pytest.raises(MigrationFileError) as caught:
+        read_schema_script(write_file(tmp_path, text, "schema.sql"))
+    assert "schema.sql:5:1: '\\\\.': the end of COPY data" in caught.value.message
+    assert "--schema-only" in caught.value.message
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_refusals_hold_whatever_the_keyword_case(tmp_path: Path, data: st.DataObject) -> None:
+    statement = data.draw(
+        st.sampled_from(
+            [s for s, _ in NEEDS_NO_TRANSACTION + SERVER_LEVEL]
+            + [s for s in HISTORY_REFERENCES if "U&" not in s and "E'" not in s and '"' not in s]
+            + ["COPY widgets FROM STDIN", "BEGIN", "COMMIT", "END", "ROLLBACK"]
+        )
+    )
+    flips = data.draw(st.lists(st.booleans(), min_size=len(statement), max_size=len(statement)))
+    # Only outside string constants: case there is data, not syntax.
+    cased, quoted = [], False
+    for character, flip in zip(statement, flips, strict=True):
+        quoted ^= character == "'"
+        cased.append(character.swapcase() if flip and not quoted else character)
+    path = tmp_path / UP
+    path.write_text("".join(cased) + ";\n")
+    with pytest.raises(MigrationFileError):
+        read_migration_script(path)
 
 
 # --- CLI ----------------------------------------------------------------------------
