@@ -60,9 +60,6 @@ MAX_TASK_PROTECTION_MINUTES: Final = 2880
 #: RDS rejects a storage-autoscaling ceiling less than 10 % above the allocated storage.
 MIN_STORAGE_HEADROOM_PERCENT: Final = 110
 MAX_STORAGE_GB: Final = 65536
-#: Where the image keeps the RDS global CA bundle (https://truststore.pki.rds.amazonaws.com/
-#: global/global-bundle.pem); libpq reads it through PGSSLROOTCERT to verify the server.
-RDS_CA_BUNDLE_PATH: Final = "/etc/ssl/certs/rds-global-bundle.pem"
 #: Pulumi auto-names a resource ``<logical name>-<7 hex>``.
 AUTONAME_SUFFIX: Final = "-0000000"
 
