@@ -145,7 +145,10 @@ def parse_json(value: Any) -> Any:
 def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
-    return list(value) if isinstance(value, list | tuple) else [value]
+    # The engine hands policies read-only proxies (Sequence, not list) of the properties.
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    return [value]
 
 
 def depends_on(resource: PolicyResource, prop: str, target: PolicyResource) -> bool:
