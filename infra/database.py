@@ -223,13 +223,15 @@ class Database(pulumi.ComponentResource):
             exclude_punctuation=True,
             include_space=False,
         ).random_password
+        credentials: pulumi.Output[str] = pulumi.Output.json_dumps(
+            {"username": username, "password": password}
+        )
+        secret_credentials: pulumi.Output[str] = pulumi.Output.secret(credentials)
         # First value: generated here, sent write-only (never stored in Pulumi state).
         aws.secretsmanager.SecretVersion(
             f"{name}-{service}-role-secret-value",
             secret_id=secret.id,
-            secret_string_wo=pulumi.Output.secret(
-                pulumi.Output.json_dumps({"username": username, "password": password})
-            ),
+            secret_string_wo=secret_credentials,
             secret_string_wo_version=ROLE_PASSWORD_VERSION,
             opts=child,
         )
