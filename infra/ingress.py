@@ -41,8 +41,8 @@ class IngressArgs:
     certificate_arn: str | None
     prod: bool
     tags: Mapping[str, str]
-    account_id: str = ""
-    log_retention_days: int = 30
+    account_id: str
+    log_retention_days: int
     domain_name: str | None = None
     hosted_zone_id: str | None = None
     waf_web_acl_arn: str | None = None

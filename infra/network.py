@@ -95,9 +95,9 @@ class NetworkArgs:
     log_retention_days: int
     log_group_prefix: str
     tags: Mapping[str, str]
-    partition: str = "aws"
+    partition: str
     #: Log groups (names, ``*`` allowed) the log key may encrypt.
-    log_group_names: Sequence[str] = ()
+    log_group_names: Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ class Network(pulumi.ComponentResource):
                 account_id=args.account_id,
                 partition=args.partition,
                 region=args.region,
-                log_group_names=args.log_group_names or [f"{args.log_group_prefix}/*"],
+                log_group_names=args.log_group_names,
             ),
         )
         self.log_kms_key_arn = log_key.arn
