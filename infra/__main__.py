@@ -134,6 +134,7 @@ app = AppService(
         environment=task_environment,
         db_secret_arn=database.secret_arn,
         db_app_secret_arn=database.app_secret_arn,
+        db_audit_secret_arn=database.audit_secret_arn,
         db_kms_key_arn=database.kms_key_arn,
         queue_arn=messaging.queue.arn,
         queue_name=messaging.queue.name,

@@ -104,7 +104,7 @@ class AuditJob(pulumi.ComponentResource):
             account=account,
             ecr_repository=args.ecr_repository,
             log_group_arn=logs.arn,
-            secret_arn=args.db_secret_arn,
+            secret_arns=[args.db_secret_arn],
             secret_kms_key_arn=args.db_kms_key_arn,
             tags=tags,
         )

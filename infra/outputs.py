@@ -139,6 +139,12 @@ ENV_WORKER_TASK_PROTECTION: Final = "ROLLGATE_WORKER_TASK_PROTECTION"
 ENV_WORKER_PROTECTION_MINUTES: Final = "ROLLGATE_WORKER_PROTECTION_MINUTES"
 SECRET_DB_USER: Final = "PGUSER"  # noqa: S105 (a variable name)
 SECRET_DB_PASSWORD: Final = "PGPASSWORD"  # noqa: S105 (a variable name)
+#: The migrate task also gets the service roles' credentials (via `secrets`), so the
+#: role bootstrap it runs can create or re-password them to match their secrets.
+SECRET_DB_APP_USER: Final = "ROLLGATE_DB_APP_USER"  # noqa: S105 (a variable name)
+SECRET_DB_APP_PASSWORD: Final = "ROLLGATE_DB_APP_PASSWORD"  # noqa: S105 (a variable name)
+SECRET_DB_AUDIT_USER: Final = "ROLLGATE_DB_AUDIT_USER"  # noqa: S105 (a variable name)
+SECRET_DB_AUDIT_PASSWORD: Final = "ROLLGATE_DB_AUDIT_PASSWORD"  # noqa: S105 (a variable name)
 
 #: The worker touches this file at least every 60 s; its container health check
 #: fails when the file is older than 120 s.

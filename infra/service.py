@@ -89,6 +89,8 @@ class AppServiceArgs:
     #: The master secret (migrate task only) and the app role's secret (web, worker).
     db_secret_arn: pulumi.Input[str]
     db_app_secret_arn: pulumi.Input[str]
+    #: The audit role's secret: the migrate task creates that role too.
+    db_audit_secret_arn: pulumi.Input[str]
     db_kms_key_arn: pulumi.Input[str]
     queue_arn: pulumi.Input[str]
     queue_name: pulumi.Input[str]
@@ -329,7 +331,7 @@ class AppService(pulumi.ComponentResource):
         name: str,
         args: AppServiceArgs,
         logs: aws.cloudwatch.LogGroup,
-        secret_arn: pulumi.Input[str],
+        *secret_arns: pulumi.Input[str],
     ) -> aws.iam.Role:
         return execution_role(
             self,
@@ -337,7 +339,7 @@ class AppService(pulumi.ComponentResource):
             account=args.account,
             ecr_repository=args.config.ecr_repository,
             log_group_arn=logs.arn,
-            secret_arn=secret_arn,
+            secret_arns=list(secret_arns),
             secret_kms_key_arn=args.db_kms_key_arn,
             tags=args.tags,
         )
@@ -367,7 +369,12 @@ class AppService(pulumi.ComponentResource):
             memory=MIGRATE_MEMORY,
             cpu_architecture=args.config.cpu_architecture,
             execution_role_arn=self._execution_role(
-                f"{name}-migrate", args, logs, args.db_secret_arn
+                f"{name}-migrate",
+                args,
+                logs,
+                args.db_secret_arn,
+                args.db_app_secret_arn,
+                args.db_audit_secret_arn,
             ).arn,
             task_role_arn=role.arn,
             role=ROLE_MIGRATOR,
@@ -376,6 +383,19 @@ class AppService(pulumi.ComponentResource):
                 image=args.config.image,
                 env=args.environment,
                 db_secret_arn=args.db_secret_arn,
+                # The role bootstrap sets these roles' passwords from their secrets.
+                extra_secrets=[
+                    *TaskEnvironment.secrets(
+                        args.db_app_secret_arn,
+                        outputs.SECRET_DB_APP_USER,
+                        outputs.SECRET_DB_APP_PASSWORD,
+                    ),
+                    *TaskEnvironment.secrets(
+                        args.db_audit_secret_arn,
+                        outputs.SECRET_DB_AUDIT_USER,
+                        outputs.SECRET_DB_AUDIT_PASSWORD,
+                    ),
+                ],
                 log_group_name=logs.name,
                 command=MIGRATE_COMMAND,
             ),

@@ -65,15 +65,16 @@ class TaskEnvironment:
         return [{"name": key, "value": value} for key, value in sorted(values.items())]
 
     @staticmethod
-    def secrets(db_secret_arn: pulumi.Input[str]) -> list[dict[str, Any]]:
+    def secrets(
+        db_secret_arn: pulumi.Input[str],
+        user_variable: str = outputs.SECRET_DB_USER,
+        password_variable: str = outputs.SECRET_DB_PASSWORD,
+    ) -> list[dict[str, Any]]:
         """Database credentials from one role's secret, injected by ECS (``secrets``)."""
         arn = pulumi.Output.from_input(db_secret_arn)
         return [
-            {"name": outputs.SECRET_DB_USER, "valueFrom": arn.apply(lambda a: f"{a}:username::")},
-            {
-                "name": outputs.SECRET_DB_PASSWORD,
-                "valueFrom": arn.apply(lambda a: f"{a}:password::"),
-            },
+            {"name": user_variable, "valueFrom": arn.apply(lambda a: f"{a}:username::")},
+            {"name": password_variable, "valueFrom": arn.apply(lambda a: f"{a}:password::")},
         ]
 
 
@@ -85,6 +86,7 @@ def container_definition(
     db_secret_arn: pulumi.Input[str],
     log_group_name: pulumi.Input[str],
     extra_environment: Mapping[str, pulumi.Input[str]] | None = None,
+    extra_secrets: Sequence[Mapping[str, Any]] = (),
     command: Sequence[str] | None = None,
     port: int | None = None,
     health_check: Sequence[str] | None = None,
@@ -100,7 +102,7 @@ def container_definition(
         "image": image,
         "essential": True,
         "environment": env.environment_variables(extra_environment),
-        "secrets": env.secrets(db_secret_arn),
+        "secrets": [*env.secrets(db_secret_arn), *extra_secrets],
         "readonlyRootFilesystem": True,
         "mountPoints": [{"sourceVolume": TMP_VOLUME, "containerPath": "/tmp", "readOnly": False}],  # noqa: S108
         "linuxParameters": {"initProcessEnabled": True},
@@ -169,7 +171,7 @@ def execution_role(
     account: AwsAccount,
     ecr_repository: EcrRepository | None,
     log_group_arn: pulumi.Input[str],
-    secret_arn: pulumi.Input[str],
+    secret_arns: Sequence[pulumi.Input[str]],
     secret_kms_key_arn: pulumi.Input[str],
     tags: Mapping[str, str],
 ) -> aws.iam.Role:
@@ -191,7 +193,7 @@ def execution_role(
             pulumi.Output.from_input(log_group_arn).apply(lambda arn: f"{arn}:log-stream:*"),
             sid="WriteOwnLogGroup",
         ),
-        statement(["secretsmanager:GetSecretValue"], [secret_arn], sid="ReadDatabaseSecret"),
+        statement(["secretsmanager:GetSecretValue"], list(secret_arns), sid="ReadDatabaseSecret"),
         statement(
             ["kms:Decrypt"],
             [secret_kms_key_arn],
