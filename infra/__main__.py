@@ -16,7 +16,7 @@ from infra.config import load_config
 from infra.database import Database, DatabaseArgs
 from infra.ingress import Ingress, IngressArgs
 from infra.messaging import Messaging, MessagingArgs
-from infra.network import Network, NetworkArgs
+from infra.network import EndpointScope, Network, NetworkArgs
 from infra.service import AppService, AppServiceArgs
 from infra.tasks import TaskEnvironment
 
@@ -39,6 +39,8 @@ network = Network(
         log_retention_days=config.log_retention_days,
         log_group_prefix=config.log_group_prefix,
         tags=tags,
+        partition=account.partition,
+        log_group_names=[f"{config.log_group_prefix}/*", f"/aws/rds/instance/{prefix}/*"],
     ),
 )
 database = Database(
@@ -50,6 +52,7 @@ database = Database(
         security_group_id=network.security_groups.database,
         prod=config.is_prod,
         log_retention_days=config.log_retention_days,
+        log_kms_key_arn=network.log_kms_key_arn,
         tags=tags,
     ),
 )
@@ -71,6 +74,11 @@ ingress = Ingress(
         certificate_arn=config.service.certificate_arn,
         prod=config.is_prod,
         tags=tags,
+        account_id=account.account_id,
+        log_retention_days=config.log_retention_days,
+        domain_name=config.service.domain_name,
+        hosted_zone_id=config.service.hosted_zone_id,
+        waf_web_acl_arn=config.service.waf_web_acl_arn,
     ),
 )
 alarms = Alarms(
@@ -82,12 +90,14 @@ alarms = Alarms(
         partition=account.partition,
         queue_name=messaging.queue.name,
         dead_letter_queue_name=messaging.dead_letter_queue.name,
+        schedule_dead_letter_queue_name=messaging.schedule_dead_letter_queue.name,
         load_balancer_arn_suffix=ingress.load_balancer.arn_suffix,
         db_instance_id=database.identifier,
-        db_allocated_storage_gb=config.database.allocated_storage_gb,
+        db_max_allocated_storage_gb=config.database.max_allocated_storage_gb,
         oldest_message_threshold_seconds=2 * config.queue.visibility_timeout_seconds,
         audit_interval_minutes=config.audit.interval_minutes,
         max_snapshot_age_hours=config.alarms.max_snapshot_age_hours,
+        rto_seconds=config.alarms.rto_seconds,
         tags=tags,
     ),
 )
@@ -102,7 +112,6 @@ task_environment = TaskEnvironment(
     db_port=database.port,
     db_name=config.database.db_name,
     db_instance_id=database.identifier,
-    db_secret_arn=database.secret_arn,
 )
 app = AppService(
     f"{prefix}-app",
@@ -112,14 +121,20 @@ app = AppService(
         name_prefix=prefix,
         log_group_prefix=config.log_group_prefix,
         log_retention_days=config.log_retention_days,
-        worker_timeout_seconds=config.queue.worker_timeout_seconds,
+        log_kms_key_arn=network.log_kms_key_arn,
+        queue=config.queue,
         subnet_ids=network.app_subnet_ids,
         web_security_group_id=network.security_groups.web,
         worker_security_group_id=network.security_groups.worker,
         target_group_arn=ingress.target_group.arn,
+        request_count_resource_label=pulumi.Output.concat(
+            ingress.load_balancer.arn_suffix, "/", ingress.target_group.arn_suffix
+        ),
         listener=ingress.listener,
         environment=task_environment,
         db_secret_arn=database.secret_arn,
+        db_app_secret_arn=database.app_secret_arn,
+        db_audit_secret_arn=database.audit_secret_arn,
         db_kms_key_arn=database.kms_key_arn,
         queue_arn=messaging.queue.arn,
         queue_name=messaging.queue.name,
@@ -139,18 +154,44 @@ audit = AuditJob(
         name_prefix=prefix,
         log_group_prefix=config.log_group_prefix,
         log_retention_days=config.log_retention_days,
+        log_kms_key_arn=network.log_kms_key_arn,
         cluster_arn=app.cluster.arn,
         subnet_ids=network.app_subnet_ids,
         security_group_id=network.security_groups.audit,
         environment=task_environment,
         db_instance_arn=database.arn,
-        db_secret_arn=database.secret_arn,
+        db_secret_arn=database.audit_secret_arn,
         db_kms_key_arn=database.kms_key_arn,
         queue_arns=[messaging.queue.arn, messaging.dead_letter_queue.arn],
+        dead_letter_queue_arn=messaging.schedule_dead_letter_queue.arn,
         artifact_bucket_arn=artifacts.bucket_arn,
         artifact_kms_key_arn=artifacts.kms_key_arn,
         tags=tags,
     ),
+)
+
+# Endpoint policies last: they name resources of every other component.
+network.restrict_endpoints(
+    EndpointScope(
+        account_id=account.account_id,
+        partition=account.partition,
+        region=account.region,
+        ecr_repository_arn=(
+            None
+            if config.service.ecr_repository is None
+            else (
+                f"arn:{account.partition}:ecr:{config.service.ecr_repository.region}:"
+                f"{config.service.ecr_repository.account}:repository/"
+                f"{config.service.ecr_repository.name}"
+            )
+        ),
+        log_group_prefix=config.log_group_prefix,
+        artifact_bucket_arn=artifacts.bucket_arn,
+        secret_arns=[database.secret_arn, database.app_secret_arn, database.audit_secret_arn],
+        queue_arns=[messaging.queue.arn, messaging.dead_letter_queue.arn],
+        db_instance_arn=database.arn,
+        metric_namespace=outputs.METRIC_NAMESPACE,
+    )
 )
 
 pulumi.export(outputs.APP_URL, ingress.url)
@@ -162,6 +203,8 @@ pulumi.export(outputs.DB_PORT, database.port)
 pulumi.export(outputs.DB_NAME, config.database.db_name)
 pulumi.export(outputs.DB_INSTANCE_ID, database.identifier)
 pulumi.export(outputs.DB_SECRET_ARN, database.secret_arn)
+pulumi.export(outputs.DB_APP_SECRET_ARN, database.app_secret_arn)
+pulumi.export(outputs.DB_AUDIT_SECRET_ARN, database.audit_secret_arn)
 pulumi.export(outputs.QUEUE_URL, messaging.queue.url)
 pulumi.export(outputs.QUEUE_ARN, messaging.queue.arn)
 pulumi.export(outputs.DLQ_URL, messaging.dead_letter_queue.url)
@@ -175,6 +218,7 @@ pulumi.export(outputs.WORKER_SERVICE_NAME, app.worker_service.name)
 pulumi.export(outputs.WEB_TASK_DEFINITION_ARN, app.web_task_definition.arn)
 pulumi.export(outputs.WORKER_TASK_DEFINITION_ARN, app.worker_task_definition.arn)
 pulumi.export(outputs.AUDIT_TASK_DEFINITION_ARN, audit.task_definition.arn)
+pulumi.export(outputs.MIGRATE_TASK_DEFINITION_ARN, app.migrate_task_definition.arn)
 pulumi.export(outputs.AUDIT_SCHEDULE_NAME, audit.schedule.name)
 pulumi.export(outputs.ALARM_TOPIC_ARN, alarms.topic.arn)
 pulumi.export(outputs.WEB_DEPLOYMENT_ALARMS, names(alarms.web_deployment_alarm_names))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pulumi_aws as aws
 
-from infra.config import InvalidConfig, StackConfig
+from infra.config import InvalidConfig, StackConfig, region_problems
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,14 @@ def lookup_account(config: StackConfig) -> AwsAccount:
     )
     names = tuple(sorted(zones.names))
     wanted = config.network.az_count
+    problems = region_problems(config, region.region)
     if len(names) < wanted:
-        raise InvalidConfig(
-            config.stack,
-            [
-                f"rollgate:azCount: region {region.region} has {len(names)} "
-                f"availability zones, need {wanted}"
-            ],
+        problems.append(
+            f"rollgate:azCount: region {region.region} has {len(names)} "
+            f"availability zones, need {wanted}"
         )
+    if problems:
+        raise InvalidConfig(config.stack, problems)
     return AwsAccount(
         account_id=identity.account_id,
         region=region.region,

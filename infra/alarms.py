@@ -3,17 +3,20 @@
 Creates:
 - a KMS key (usable by CloudWatch) and an encrypted SNS topic every alarm notifies;
   subscribe the on-call pager to it outside this program (no personal data here);
-- queue alarms: any message in the DLQ; the oldest task message older than two
-  visibility timeouts (the worker's deployment-rollback alarm);
+- queue alarms: any message in the DLQ; any failed audit invocation in the
+  schedule's DLQ; the oldest task message older than two visibility timeouts
+  (the worker's deployment-rollback alarm);
 - web alarm: 5xx rate (ALB and target 5xx over requests) above 5 % (the web
   service's deployment-rollback alarm);
 - database alarms: CPU above 80 %, connections above their anomaly band (normal
   load depends on traffic and instance size, so any fixed number is a guess),
-  free storage under 10 % of allocated;
+  free storage running out (see `free_storage_queries`: relative to the storage
+  autoscaling ceiling, not the initial size);
 - alarms on the bundle's own metrics (namespace and names in `infra.outputs`):
   snapshot age above the configured maximum, or missing (the audit did not
-  run); restore seconds above their anomaly band (restores grow with the data);
-  any audit failure.
+  run); a restore slower than the recovery time objective (``rtoSeconds``, a
+  fixed threshold: the metric arrives once per drill, too rarely to train an
+  anomaly model); any audit failure.
 
 Alarm names are fixed (``<prefix>-<what>``) so ECS, runbooks and the audits can
 name them.
@@ -34,7 +37,12 @@ from infra.iam import policy_document
 
 HTTP_5XX_RATE_PERCENT: Final = 5
 DB_CPU_PERCENT: Final = 80
-FREE_STORAGE_FRACTION: Final = 0.10
+#: Free storage below this share of the autoscaling ceiling is only normal while the
+#: instance can still grow; see `free_storage_queries`.
+FREE_STORAGE_FRACTION_OF_MAX: Final = 0.10
+#: Page when, at the last hour's rate, the disk is full within this many hours: RDS
+#: storage autoscaling acts at most once per 6 hours, so faster growth can outrun it.
+FREE_STORAGE_RUNWAY_HOURS: Final = 12
 ANOMALY_BAND_WIDTH: Final = 2
 GIB: Final = 1024**3
 
@@ -47,13 +55,58 @@ class AlarmsArgs:
     partition: str
     queue_name: pulumi.Input[str]
     dead_letter_queue_name: pulumi.Input[str]
+    schedule_dead_letter_queue_name: pulumi.Input[str]
     load_balancer_arn_suffix: pulumi.Input[str]
     db_instance_id: pulumi.Input[str]
-    db_allocated_storage_gb: int
+    db_max_allocated_storage_gb: int
     oldest_message_threshold_seconds: int
     audit_interval_minutes: int
     max_snapshot_age_hours: int
+    rto_seconds: int
     tags: Mapping[str, str]
+
+
+def free_storage_queries(
+    db_instance_id: pulumi.Input[str], max_allocated_storage_gb: int
+) -> list[aws.cloudwatch.MetricAlarmMetricQueryArgs]:
+    """Metric math: 1 when free storage is low relative to the ceiling AND running out.
+
+    RDS publishes no allocated-storage metric, so "free / allocated" cannot be computed.
+    Below the ceiling, autoscaling adds storage when free space drops under 10 % of the
+    current size, so low free space alone is normal growth. What is not normal: free
+    space under 10 % of the *maximum* (at the ceiling, autoscaling can do nothing more)
+    while the disk fills fast enough to be full within `FREE_STORAGE_RUNWAY_HOURS`
+    (faster than autoscaling's six-hour cooldown can keep up with).
+    """
+    floor_bytes = int(max_allocated_storage_gb * GIB * FREE_STORAGE_FRACTION_OF_MAX)
+    return [
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id="free",
+            return_data=False,
+            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                namespace="AWS/RDS",
+                metric_name="FreeStorageSpace",
+                dimensions={"DBInstanceIdentifier": db_instance_id},
+                stat="Minimum",
+                period=900,
+            ),
+        ),
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id="hours_left",
+            # RATE is bytes per second (negative while the disk fills).
+            expression="IF(RATE(free) < 0, free / (-3600 * RATE(free)), 100000)",
+            label="Hours until the disk is full at the current rate",
+            return_data=False,
+        ),
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id="running_out",
+            expression=(
+                f"IF(free < {floor_bytes} AND hours_left < {FREE_STORAGE_RUNWAY_HOURS}, 1, 0)"
+            ),
+            label="Free storage low against the autoscaling ceiling and falling",
+            return_data=True,
+        ),
+    ]
 
 
 def alarm_topic_key_policy(account_id: str, partition: str) -> pulumi.Output[str]:
@@ -110,6 +163,7 @@ class Alarms(pulumi.ComponentResource):
         )
         self.alarms = {}
         self._queue_alarms()
+        self._schedule_alarms()
         self._web_alarms()
         self._database_alarms()
         self._bundle_alarms()
@@ -242,6 +296,22 @@ class Alarms(pulumi.ComponentResource):
             treat_missing_data="notBreaching",
         )
 
+    def _schedule_alarms(self) -> None:
+        self._alarm(
+            "audit-dead-letters",
+            "Scheduler could not start the audit task (RunTask failed after retries); "
+            "the failed invocation is in the schedule's dead-letter queue.",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": self._args.schedule_dead_letter_queue_name},
+            statistic="Maximum",
+            period=300,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+        )
+
     def _web_alarms(self) -> None:
         args = self._args
 
@@ -310,20 +380,20 @@ class Alarms(pulumi.ComponentResource):
             evaluation_periods=3,
             treat_missing_data="breaching",
         )
-        free_bytes = int(args.db_allocated_storage_gb * GIB * FREE_STORAGE_FRACTION)
         self._alarm(
             "db-free-storage",
-            f"Database free storage under {int(FREE_STORAGE_FRACTION * 100)}% of allocated; "
-            "storage autoscaling is stuck or at its ceiling.",
-            namespace="AWS/RDS",
-            metric_name="FreeStorageSpace",
-            dimensions=db,
-            statistic="Minimum",
-            period=300,
+            f"Database free storage is under {int(FREE_STORAGE_FRACTION_OF_MAX * 100)}% of the "
+            f"autoscaling ceiling ({args.db_max_allocated_storage_gb} GiB) and the disk fills "
+            f"within {FREE_STORAGE_RUNWAY_HOURS} h at the current rate: autoscaling is at its "
+            "ceiling or cannot keep up. Raise dbMaxAllocatedStorageGb or free space.",
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
             evaluation_periods=2,
-            threshold=free_bytes,
-            comparison_operator="LessThanThreshold",
+            datapoints_to_alarm=2,
             treat_missing_data="breaching",
+            metric_queries=free_storage_queries(
+                args.db_instance_id, args.db_max_allocated_storage_gb
+            ),
         )
 
     def _bundle_alarms(self) -> None:
@@ -345,15 +415,17 @@ class Alarms(pulumi.ComponentResource):
             comparison_operator="GreaterThanThreshold",
             treat_missing_data="breaching",
         )
-        self._anomaly_alarm(
+        self._alarm(
             "restore-seconds",
-            "A restore took longer than its expected band: the recovery time objective is at risk.",
+            f"A restore took longer than the recovery time objective ({args.rto_seconds} s).",
             namespace=outputs.METRIC_NAMESPACE,
             metric_name=outputs.METRIC_RESTORE_SECONDS,
             dimensions=dims,
-            stat="Maximum",
+            statistic="Maximum",
             period=3600,
             evaluation_periods=1,
+            threshold=args.rto_seconds,
+            comparison_operator="GreaterThanThreshold",
             treat_missing_data="notBreaching",
         )
         self._alarm(

@@ -10,7 +10,11 @@ Creates:
   window, retries) that runs the task in the private app subnets without a
   public IP;
 - the role Scheduler assumes: ``ecs:RunTask`` of this task family on this
-  cluster only, and ``iam:PassRole`` of the task's two roles to ECS only.
+  cluster only, ``iam:PassRole`` of the task's two roles to ECS only, and
+  ``sqs:SendMessage`` to the schedule's dead-letter queue, where an invocation
+  lands when RunTask still fails after the retries (alarmed in `Alarms`).
+
+The audit connects to the database as the read-only audit role.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pulumi_aws as aws
 from infra.account import AwsAccount
 from infra.config import AuditConfig, CpuArchitecture, EcrRepository
 from infra.iam import policy_document, service_trust_policy, statement
+from infra.tagging import ROLE_AUDIT
 from infra.tasks import (
     TaskEnvironment,
     container_definition,
@@ -52,14 +57,17 @@ class AuditJobArgs:
     name_prefix: str
     log_group_prefix: str
     log_retention_days: int
+    log_kms_key_arn: pulumi.Input[str]
     cluster_arn: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
     environment: TaskEnvironment
     db_instance_arn: pulumi.Input[str]
+    #: The read-only audit role's secret.
     db_secret_arn: pulumi.Input[str]
     db_kms_key_arn: pulumi.Input[str]
     queue_arns: Sequence[pulumi.Input[str]]
+    dead_letter_queue_arn: pulumi.Input[str]
     artifact_bucket_arn: pulumi.Input[str]
     artifact_kms_key_arn: pulumi.Input[str]
     tags: Mapping[str, str]
@@ -87,6 +95,7 @@ class AuditJob(pulumi.ComponentResource):
             name,
             log_name=f"{args.log_group_prefix}/audit",
             retention_days=args.log_retention_days,
+            kms_key_arn=args.log_kms_key_arn,
             tags=tags,
         )
         exec_role = execution_role(
@@ -95,7 +104,7 @@ class AuditJob(pulumi.ComponentResource):
             account=account,
             ecr_repository=args.ecr_repository,
             log_group_arn=logs.arn,
-            secret_arn=args.db_secret_arn,
+            secret_arns=[args.db_secret_arn],
             secret_kms_key_arn=args.db_kms_key_arn,
             tags=tags,
         )
@@ -135,10 +144,12 @@ class AuditJob(pulumi.ComponentResource):
             cpu_architecture=args.cpu_architecture,
             execution_role_arn=exec_role.arn,
             task_role_arn=audit_role.arn,
+            role=ROLE_AUDIT,
             container=container_definition(
                 name="audit",
                 image=args.image,
                 env=args.environment,
+                db_secret_arn=args.db_secret_arn,
                 log_group_name=logs.name,
                 command=args.config.command,
             ),
@@ -175,6 +186,11 @@ class AuditJob(pulumi.ComponentResource):
                             "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
                         },
                     ),
+                    statement(
+                        ["sqs:SendMessage"],
+                        [args.dead_letter_queue_arn],
+                        sid="DeadLetterFailedInvocations",
+                    ),
                 ]
             ),
             opts=child,
@@ -193,6 +209,9 @@ class AuditJob(pulumi.ComponentResource):
             target=aws.scheduler.ScheduleTargetArgs(
                 arn=args.cluster_arn,
                 role_arn=scheduler_role.arn,
+                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(
+                    arn=args.dead_letter_queue_arn
+                ),
                 retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
                     maximum_event_age_in_seconds=MAX_EVENT_AGE_SECONDS,
                     maximum_retry_attempts=MAX_RETRY_ATTEMPTS,

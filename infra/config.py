@@ -16,8 +16,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
@@ -52,6 +53,16 @@ DLQ_RETENTION_SECONDS: Final = 14 * 24 * 3600
 VISIBILITY_TIMEOUT_FACTOR: Final = 2
 SQS_MAX_VISIBILITY_SECONDS: Final = 12 * 3600
 
+#: Fargate's ceiling for a container's SIGTERM-to-SIGKILL grace period (stopTimeout).
+MAX_STOP_TIMEOUT_SECONDS: Final = 120
+#: ECS task scale-in protection lasts at most 48 hours per call (expiresInMinutes).
+MAX_TASK_PROTECTION_MINUTES: Final = 2880
+#: RDS rejects a storage-autoscaling ceiling less than 10 % above the allocated storage.
+MIN_STORAGE_HEADROOM_PERCENT: Final = 110
+MAX_STORAGE_GB: Final = 65536
+#: Pulumi auto-names a resource ``<logical name>-<7 hex>``.
+AUTONAME_SUFFIX: Final = "-0000000"
+
 #: CloudWatch Logs accepts only these retention periods.
 # fmt: off
 LOG_RETENTION_DAYS: Final = frozenset({
@@ -83,7 +94,13 @@ CONFIG_KEYS: Final[Mapping[str, str]] = {
     ),
     "dbInstanceClass": "RDS instance class, e.g. db.t4g.medium (default db.t4g.medium).",
     "dbAllocatedStorageGb": "Initial gp3 storage, 20-65536 GiB (default 20).",
-    "dbMaxAllocatedStorageGb": "Storage autoscaling ceiling, >= allocated (default 100).",
+    "dbMaxAllocatedStorageGb": (
+        "Storage autoscaling ceiling, at least 10 % above allocated "
+        "(default max(100, ceil(1.1 x allocated)))."
+    ),
+    "dbAutoMinorVersionUpgrade": (
+        "Let RDS apply minor versions (default true); only with a major-only dbEngineVersion."
+    ),
     "dbBackupRetentionDays": "Automated backup retention, 7-35 days (default 7; prod 14).",
     "dbMultiAz": "Multi-AZ standby (default false; must be true in prod).",
     "dbDeletionProtection": "RDS deletion protection (default true; must be true in prod).",
@@ -92,32 +109,60 @@ CONFIG_KEYS: Final[Mapping[str, str]] = {
     "dbUsername": "Master user name; the password is generated and kept by RDS (default rollgate).",
     "image": "Container image (required). In prod it must be pinned: repo@sha256:<64 hex>.",
     "certificateArn": "ACM certificate for the HTTPS listener (required in prod).",
+    "domainName": "The app's DNS name, covered by certificateArn (required with a certificate).",
+    "hostedZoneId": "Route 53 hosted zone for domainName; when set, an alias record is created.",
+    "wafWebAclArn": "Regional WAFv2 web ACL to attach to the load balancer (optional).",
     "cpuArchitecture": "X86_64 or ARM64 (default X86_64); must match the image.",
     "containerPort": "Port the web container listens on (default 8000).",
     "healthCheckPath": "HTTP path for the ALB and container health checks (default /healthz).",
     "webCpu": "Web task CPU units (default 512).",
     "webMemory": "Web task memory MiB, valid for webCpu on Fargate (default 1024).",
-    "webDesiredCount": "Web tasks, 1-50 (default 1; prod default and minimum 2).",
+    "webDesiredCount": (
+        "Web tasks at creation and the autoscaling floor, 1-50 (default 1; prod default and min 2)."
+    ),
+    "webMaxCount": "Web autoscaling ceiling, >= webDesiredCount (default 4; prod 10).",
+    "webRequestsPerTarget": (
+        "Target ALB requests per web task per minute for autoscaling (default 1000)."
+    ),
     "workerCpu": "Worker task CPU units (default 512).",
     "workerMemory": "Worker task memory MiB (default 1024).",
     "workerMinCount": "Worker autoscaling floor, 1-100 (default 1; prod 2).",
     "workerMaxCount": "Worker autoscaling ceiling, >= min (default 4; prod 10).",
     "workerTimeoutSeconds": "Longest a worker may spend on one message, 10-21600 (default 300).",
+    "workerTaskProtection": (
+        "Worker protects itself from scale-in while it works (default true); "
+        "without it workerTimeoutSeconds must fit the 120 s stop timeout."
+    ),
     "workerBacklogPerTask": "Target visible messages per running worker task (default 10).",
     "queueMaxReceiveCount": "Receives before a message goes to the DLQ, 1-1000 (default 5).",
     "queueRetentionDays": "Task-queue retention, 1-13 days (default 4; the DLQ keeps 14).",
     "artifactNoncurrentVersionDays": "Days to keep old artifact versions, 1-3650 (default 90).",
     "auditIntervalMinutes": "How often the audit runs, 15-720 minutes (default 60).",
     "maxSnapshotAgeHours": "Alarm when the newest verified snapshot is older, 1-168 (default 26).",
+    "rtoSeconds": (
+        "Recovery time objective: alarm when a restore takes longer, 60-86400 s (default 3600)."
+    ),
+    "dbAppUsername": "Database role web and worker connect as, DML only (default rollgate_app).",
+    "dbAuditUsername": "Read-only database role the audit connects as (default rollgate_audit).",
     "logRetentionDays": "CloudWatch Logs retention, an allowed value (default 30; prod 90).",
 }
 
 _STACK_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
+_RDS_IDENTIFIER_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+_BUCKET_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ELB_NAME_RE: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
+_DOMAIN_RE: Final = re.compile(
+    r"^(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+)
+_HOSTED_ZONE_RE: Final = re.compile(r"^Z[A-Z0-9]{1,31}$")
+_WAF_ACL_RE: Final = re.compile(
+    r"^arn:aws[a-z-]*:wafv2:(?P<region>[a-z0-9-]+):\d{12}:regional/webacl/[\w-]{1,128}/[0-9a-f-]{36}$"
+)
 _INSTANCE_CLASS_RE: Final = re.compile(r"^db\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _ENGINE_VERSION_RE: Final = re.compile(r"^(?P<major>\d+)(?:\.\d+)?$")
 _IDENTIFIER_RE: Final = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,62}$")
 _CERTIFICATE_ARN_RE: Final = re.compile(
-    r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$"
+    r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$"
 )
 _DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPOSITORY_RE: Final = re.compile(
@@ -176,6 +221,10 @@ class DatabaseConfig:
     slow_statement_ms: int
     db_name: str
     username: str
+    auto_minor_version_upgrade: bool = True
+    #: Per-service roles (the master user is for migrations only).
+    app_username: str = "rollgate_app"
+    audit_username: str = "rollgate_audit"
     port: int = 5432
 
     @property
@@ -192,6 +241,18 @@ class QueueConfig:
     worker_timeout_seconds: int
     max_receive_count: int
     retention_days: int
+    #: The worker holds ECS task scale-in protection while it works on a message.
+    worker_task_protection: bool = True
+
+    @property
+    def worker_stop_timeout_seconds(self) -> int:
+        """The worker's stopTimeout: as long as Fargate allows, up to its task timeout."""
+        return min(self.worker_timeout_seconds, MAX_STOP_TIMEOUT_SECONDS)
+
+    @property
+    def worker_protection_minutes(self) -> int:
+        """How long one protection call must last to cover one message (whole minutes)."""
+        return math.ceil(self.worker_timeout_seconds / 60)
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -229,6 +290,12 @@ class ServiceConfig:
     worker_min_count: int
     worker_max_count: int
     worker_backlog_per_task: int
+    web_max_count: int = 4
+    web_requests_per_target: int = 1000
+    #: The app's public DNS name (the certificate's name); None: the ALB's own name.
+    domain_name: str | None = None
+    hosted_zone_id: str | None = None
+    waf_web_acl_arn: str | None = None
 
     @property
     def https(self) -> bool:
@@ -265,6 +332,8 @@ class AuditConfig:
 @dataclass(frozen=True)
 class AlarmsConfig:
     max_snapshot_age_hours: int
+    #: Recovery time objective: a restore longer than this is an incident.
+    rto_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -447,10 +516,13 @@ def parse_config(raw: Mapping[str, str], *, stack: str, project: str = NAMESPACE
             f"stack name {stack!r}: must be 1-10 characters of a-z, 0-9 and '-', starting with "
             "a letter (it prefixes AWS names that have length limits)"
         )
+    else:
+        reader.problems.extend(derived_name_problems(project, stack))
 
     environment = _read_environment(reader, stack)
     prod = environment == ENV_PROD
     network = _read_network(reader, prod)
+    queue = _read_queue(reader)
     log_retention = reader.integer("logRetentionDays", 90 if prod else 30, 1, 3653)
     if log_retention not in LOG_RETENTION_DAYS:
         reader.problem(
@@ -462,11 +534,14 @@ def parse_config(raw: Mapping[str, str], *, stack: str, project: str = NAMESPACE
         environment=environment,
         network=network,
         database=_read_database(reader, prod),
-        queue=_read_queue(reader),
+        queue=queue,
         service=_read_service(reader, prod, network.nat_gateways),
         artifacts=ArtifactsConfig(reader.integer("artifactNoncurrentVersionDays", 90, 1, 3650)),
         audit=AuditConfig(reader.integer("auditIntervalMinutes", 60, 15, 720)),
-        alarms=AlarmsConfig(reader.integer("maxSnapshotAgeHours", 26, 1, 168)),
+        alarms=AlarmsConfig(
+            max_snapshot_age_hours=reader.integer("maxSnapshotAgeHours", 26, 1, 168),
+            rto_seconds=reader.integer("rtoSeconds", 3600, 60, 86400),
+        ),
         log_retention_days=log_retention,
     )
     if reader.problems:
@@ -519,12 +594,28 @@ def _read_database(reader: _Reader, prod: bool) -> DatabaseConfig:
             "dbEngineVersion",
             f"major version must be >= {MIN_POSTGRES_MAJOR}, got {engine_version}",
         )
-    allocated = reader.integer("dbAllocatedStorageGb", 20, 20, 65536)
-    max_allocated = reader.integer("dbMaxAllocatedStorageGb", max(100, allocated), 20, 65536)
-    if max_allocated < allocated:
+    allocated = reader.integer("dbAllocatedStorageGb", 20, 20, MAX_STORAGE_GB)
+    lowest_ceiling = min_max_allocated_storage(allocated)
+    max_allocated = reader.integer(
+        "dbMaxAllocatedStorageGb", max(100, lowest_ceiling), 20, MAX_STORAGE_GB
+    )
+    if max_allocated < lowest_ceiling:
         reader.problem(
             "dbMaxAllocatedStorageGb",
-            f"must be >= dbAllocatedStorageGb ({allocated}), got {max_allocated}",
+            f"must be >= {lowest_ceiling}, at least 10 % above dbAllocatedStorageGb "
+            f"({allocated}); RDS rejects a closer storage-autoscaling ceiling, got {max_allocated}",
+        )
+    auto_minor = reader.boolean("dbAutoMinorVersionUpgrade", True)
+    if version_match is not None and "." in engine_version and auto_minor:
+        # Refused rather than ignore_changes'd: ignoring engineVersion would also swallow
+        # a deliberate change of the pinned version, and the config would stop saying
+        # which version runs.
+        reader.problem(
+            "dbEngineVersion",
+            f"{engine_version} pins a minor version while dbAutoMinorVersionUpgrade is true: "
+            "after RDS upgrades the minor, the next `up` would try to downgrade it. "
+            f"Use the major alone ({engine_version.split('.')[0]}) or set "
+            "dbAutoMinorVersionUpgrade false",
         )
     multi_az = reader.boolean("dbMultiAz", prod)
     if prod and not multi_az:
@@ -550,6 +641,21 @@ def _read_database(reader: _Reader, prod: bool) -> DatabaseConfig:
             "dbInstanceClass",
             f"{instance_class} has no Performance Insights (always on here); use medium or larger",
         )
+    app_username = reader.matching(
+        "dbAppUsername", "rollgate_app", _IDENTIFIER_RE, "must be a PostgreSQL identifier"
+    )
+    audit_username = reader.matching(
+        "dbAuditUsername", "rollgate_audit", _IDENTIFIER_RE, "must be a PostgreSQL identifier"
+    )
+    for key, role in (("dbAppUsername", app_username), ("dbAuditUsername", audit_username)):
+        if role.lower() in _RESERVED_DB_USERS:
+            reader.problem(key, f"{role!r} is reserved by RDS or PostgreSQL")
+    if len({username.lower(), app_username.lower(), audit_username.lower()}) < 3:
+        reader.problem(
+            "dbAppUsername",
+            "dbUsername, dbAppUsername and dbAuditUsername must be three different roles "
+            f"(got {username}, {app_username}, {audit_username})",
+        )
     return DatabaseConfig(
         engine_version=engine_version,
         instance_class=instance_class,
@@ -563,11 +669,14 @@ def _read_database(reader: _Reader, prod: bool) -> DatabaseConfig:
             "dbName", "rollgate", _IDENTIFIER_RE, "must be a PostgreSQL identifier"
         ),
         username=username,
+        auto_minor_version_upgrade=auto_minor,
+        app_username=app_username,
+        audit_username=audit_username,
     )
 
 
 def _read_queue(reader: _Reader) -> QueueConfig:
-    return QueueConfig(
+    config = QueueConfig(
         worker_timeout_seconds=reader.integer(
             "workerTimeoutSeconds", 300, 10, SQS_MAX_VISIBILITY_SECONDS // VISIBILITY_TIMEOUT_FACTOR
         ),
@@ -575,7 +684,26 @@ def _read_queue(reader: _Reader) -> QueueConfig:
         retention_days=reader.integer(
             "queueRetentionDays", 4, 1, DLQ_RETENTION_SECONDS // 86400 - 1
         ),
+        worker_task_protection=reader.boolean("workerTaskProtection", True),
     )
+    # A stopped worker must be able to finish its message: either the stop timeout
+    # covers the whole task timeout, or the worker holds scale-in protection while it
+    # works (deployments and scale-in then wait for it) for up to the ECS maximum.
+    timeout = config.worker_timeout_seconds
+    if not config.worker_task_protection and timeout > MAX_STOP_TIMEOUT_SECONDS:
+        reader.problem(
+            "workerTimeoutSeconds",
+            f"{timeout} s does not fit the worker's stop timeout (at most "
+            f"{MAX_STOP_TIMEOUT_SECONDS} s on Fargate) and workerTaskProtection is false: "
+            "a scale-in or deploy would kill work in flight. Lower it or turn protection on",
+        )
+    if config.worker_protection_minutes > MAX_TASK_PROTECTION_MINUTES:
+        reader.problem(
+            "workerTimeoutSeconds",
+            f"{timeout} s exceeds the longest ECS task protection "
+            f"({MAX_TASK_PROTECTION_MINUTES} minutes)",
+        )
+    return config
 
 
 def _read_service(reader: _Reader, prod: bool, nat: NatMode) -> ServiceConfig:
@@ -585,12 +713,39 @@ def _read_service(reader: _Reader, prod: bool, nat: NatMode) -> ServiceConfig:
         reader.problem("certificateArn", f"must be an ACM certificate ARN, got {certificate_arn!r}")
     if prod and certificate_arn is None:
         reader.problem("certificateArn", "is required in prod (the load balancer must serve HTTPS)")
+    domain_name = reader.optional_text("domainName")
+    if domain_name is not None and not _DOMAIN_RE.match(domain_name):
+        reader.problem("domainName", f"must be a lowercase DNS name, got {domain_name!r}")
+    if certificate_arn is not None and domain_name is None:
+        reader.problem(
+            "domainName",
+            "is required with certificateArn: the certificate names your domain, not the "
+            "load balancer's DNS name, so clients that verify TLS need the domain",
+        )
+    hosted_zone_id = reader.optional_text("hostedZoneId")
+    if hosted_zone_id is not None:
+        if not _HOSTED_ZONE_RE.match(hosted_zone_id):
+            reader.problem(
+                "hostedZoneId", f"must be a Route 53 zone id (Z...), got {hosted_zone_id!r}"
+            )
+        if domain_name is None:
+            reader.problem("hostedZoneId", "needs domainName (the record to create in the zone)")
+    waf_web_acl_arn = reader.optional_text("wafWebAclArn")
+    if waf_web_acl_arn is not None and not _WAF_ACL_RE.match(waf_web_acl_arn):
+        reader.problem(
+            "wafWebAclArn",
+            "must be a regional WAFv2 web ACL ARN (...:regional/webacl/...), "
+            f"got {waf_web_acl_arn!r}",
+        )
     web_desired = reader.integer("webDesiredCount", 2 if prod else 1, 1, 50)
     if prod and web_desired < 2:
         reader.problem(
             "webDesiredCount",
             f"must be at least 2 in prod (one task per AZ failure), got {web_desired}",
         )
+    web_max = reader.integer("webMaxCount", max(10 if prod else 4, web_desired), 1, 100)
+    if web_max < web_desired:
+        reader.problem("webMaxCount", f"must be >= webDesiredCount ({web_desired}), got {web_max}")
     worker_min = reader.integer("workerMinCount", 2 if prod else 1, 1, 100)
     worker_max = reader.integer("workerMaxCount", max(10 if prod else 4, worker_min), 1, 100)
     if worker_max < worker_min:
@@ -613,7 +768,109 @@ def _read_service(reader: _Reader, prod: bool, nat: NatMode) -> ServiceConfig:
         worker_min_count=worker_min,
         worker_max_count=worker_max,
         worker_backlog_per_task=reader.integer("workerBacklogPerTask", 10, 1, 10_000),
+        web_max_count=web_max,
+        web_requests_per_target=reader.integer("webRequestsPerTarget", 1000, 10, 100_000),
+        domain_name=domain_name,
+        hosted_zone_id=hosted_zone_id,
+        waf_web_acl_arn=waf_web_acl_arn,
     )
+
+
+def min_max_allocated_storage(allocated_gb: int) -> int:
+    """The lowest storage-autoscaling ceiling RDS accepts for `allocated_gb` (10 % above)."""
+    return -(-allocated_gb * MIN_STORAGE_HEADROOM_PERCENT // 100)  # integer ceiling
+
+
+def derived_names(project: str, stack: str) -> dict[str, tuple[str, str]]:
+    """AWS names the program derives from the stack name: what -> (name, kind of rule)."""
+    prefix = f"{project}-{stack}"
+    return {
+        "RDS instance identifier": (prefix, "rds"),
+        "RDS final snapshot identifier": (f"{prefix}-final", "rds"),
+        "artifact bucket name": (f"{prefix}-artifacts-bucket{AUTONAME_SUFFIX}", "s3"),
+        "access-log bucket name": (f"{prefix}-access-logs-bucket{AUTONAME_SUFFIX}", "s3"),
+        "load balancer name": (f"{prefix}-alb{AUTONAME_SUFFIX}", "elb"),
+        "target group name": (f"{prefix}-web{AUTONAME_SUFFIX}", "elb"),
+    }
+
+
+def _rds_name_problem(name: str) -> str | None:
+    if not _RDS_IDENTIFIER_RE.match(name):
+        return "must be 1-63 letters, digits or hyphens, starting with a letter"
+    if name.endswith("-") or "--" in name:
+        return "must not end with a hyphen or contain two consecutive hyphens"
+    return None
+
+
+def _bucket_name_problem(name: str) -> str | None:
+    if not _BUCKET_NAME_RE.match(name):
+        return "must be 3-63 lowercase letters, digits, dots or hyphens, alphanumeric at both ends"
+    if ".." in name or ".-" in name or "-." in name:
+        return "must not contain '..', '.-' or '-.'"
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
+        return "must not look like an IP address"
+    return None
+
+
+def _elb_name_problem(name: str) -> str | None:
+    if not _ELB_NAME_RE.match(name):
+        return "must be 1-32 letters, digits or hyphens, not starting or ending with a hyphen"
+    if name.startswith("internal-"):
+        return "must not start with 'internal-'"
+    return None
+
+
+_NAME_RULES: Final[Mapping[str, Callable[[str], str | None]]] = {
+    "rds": _rds_name_problem,
+    "s3": _bucket_name_problem,
+    "elb": _elb_name_problem,
+}
+
+
+def aws_name_problem(name: str, kind: str) -> str | None:
+    """Why AWS would reject `name` as a `kind` (rds, s3, elb) name, or None."""
+    return _NAME_RULES[kind](name)
+
+
+def derived_name_problems(project: str, stack: str) -> list[str]:
+    """One problem per derived AWS name that AWS would reject, naming the stack name."""
+    found = []
+    for what, (name, kind) in derived_names(project, stack).items():
+        problem = aws_name_problem(name, kind)
+        if problem is not None:
+            found.append(f"stack name {stack!r}: the {what} {name!r} {problem}")
+    return found
+
+
+def region_problems(config: StackConfig, region: str) -> list[str]:
+    """Config that only the stack's region can rule out (the account lookup calls this)."""
+    found = []
+    repository = config.service.ecr_repository
+    if (
+        repository is not None
+        and repository.region != region
+        and config.network.nat_gateways == "none"
+    ):
+        found.append(
+            f"{NAMESPACE}:image: is in ECR in {repository.region}, but the stack is in {region} "
+            "without NAT: the VPC endpoints reach only this region's ECR. Replicate the image "
+            f"to {region} (ECR replication) or set natGateways"
+        )
+    certificate = config.service.certificate_arn
+    match = _CERTIFICATE_ARN_RE.match(certificate) if certificate else None
+    if match is not None and match["region"] != region:
+        found.append(
+            f"{NAMESPACE}:certificateArn: is in {match['region']}; an ALB needs a certificate "
+            f"in its own region ({region})"
+        )
+    acl = config.service.waf_web_acl_arn
+    acl_match = _WAF_ACL_RE.match(acl) if acl else None
+    if acl_match is not None and acl_match["region"] != region:
+        found.append(
+            f"{NAMESPACE}:wafWebAclArn: is in {acl_match['region']}; a regional web ACL must be "
+            f"in the load balancer's region ({region})"
+        )
+    return found
 
 
 def raw_namespace_config(namespace: str = NAMESPACE) -> dict[str, str]:

@@ -5,12 +5,19 @@ Creates:
 - a DB subnet group over the isolated database subnets;
 - a parameter group that forces TLS (``rds.force_ssl``) and logs slow statements
   and lock waits;
-- the two log groups RDS exports into, created first so they get a retention;
+- the two log groups RDS exports into, created first so they get a retention,
+  encrypted with the stack's log key;
+- one Secrets Manager secret per service role (app: DML only, used by web and
+  worker; audit: read-only), under the database key, each with a generated
+  password written write-only (never in state). The roles themselves are
+  created in the database by a bootstrap that runs with the master secret
+  (not in this program: see docs/infra.md); rotate their passwords out of band;
 - the instance: engine version from config, storage encrypted with the key, not
   publicly accessible, Multi-AZ and deletion protection (prod), backups kept
   >= 7 days, a final snapshot on delete, tags copied to snapshots, the master
-  password generated and kept by RDS in Secrets Manager, Performance Insights
-  and CloudWatch log exports. The instance is `protect`-ed in prod.
+  password generated and kept by RDS in Secrets Manager (only the migrate task
+  gets it), Performance Insights and CloudWatch log exports. Minor versions
+  upgrade automatically unless config pins one. `protect`-ed in prod.
 """
 
 from __future__ import annotations
@@ -27,8 +34,14 @@ from infra.encryption import customer_managed_key
 
 #: Log types exported to CloudWatch Logs.
 LOG_EXPORTS: Final = ("postgresql", "upgrade")
-#: The RSA 2048 CA, valid to 2061; clients verify the server against it.
+#: The RSA 2048 CA, valid to 2061. Tasks verify the server against it: PGSSLMODE=verify-full
+#: with the RDS global CA bundle (which contains it) at `outputs.RDS_CA_BUNDLE_PATH` in the
+#: image. The CA alone verifies nothing; the client's sslmode decides.
 CA_CERT_IDENTIFIER: Final = "rds-ca-rsa2048-g1"
+#: Generated role passwords: long, and without characters that need quoting in a DSN.
+ROLE_PASSWORD_LENGTH: Final = 40
+#: Bumped only to push a new generated password from the program (rotation is out of band).
+ROLE_PASSWORD_VERSION: Final = 1
 #: Performance Insights' free retention tier.
 PERFORMANCE_INSIGHTS_RETENTION_DAYS: Final = 7
 BACKUP_WINDOW: Final = "03:00-04:00"
@@ -44,6 +57,7 @@ class DatabaseArgs:
     security_group_id: pulumi.Input[str]
     prod: bool
     log_retention_days: int
+    log_kms_key_arn: pulumi.Input[str]
     tags: Mapping[str, str]
 
 
@@ -74,6 +88,8 @@ class Database(pulumi.ComponentResource):
     identifier: pulumi.Output[str]
     arn: pulumi.Output[str]
     secret_arn: pulumi.Output[str]
+    app_secret_arn: pulumi.Output[str]
+    audit_secret_arn: pulumi.Output[str]
     kms_key_arn: pulumi.Output[str]
 
     def __init__(
@@ -120,6 +136,7 @@ class Database(pulumi.ComponentResource):
                 f"{name}-{log}-logs",
                 name=f"/aws/rds/instance/{args.identifier}/{log}",
                 retention_in_days=args.log_retention_days,
+                kms_key_id=args.log_kms_key_arn,
                 tags=tags,
                 opts=child,
             )
@@ -160,7 +177,7 @@ class Database(pulumi.ComponentResource):
             performance_insights_retention_period=PERFORMANCE_INSIGHTS_RETENTION_DAYS,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             ca_cert_identifier=CA_CERT_IDENTIFIER,
-            auto_minor_version_upgrade=True,
+            auto_minor_version_upgrade=config.auto_minor_version_upgrade,
             allow_major_version_upgrade=False,
             apply_immediately=not args.prod,
             tags=tags,
@@ -173,6 +190,8 @@ class Database(pulumi.ComponentResource):
         self.identifier = self.instance.identifier
         self.arn = self.instance.arn
         self.secret_arn = self.instance.master_user_secrets.apply(master_secret_arn)
+        self.app_secret_arn = self._role_secret(name, "app", config.app_username, key, tags)
+        self.audit_secret_arn = self._role_secret(name, "audit", config.audit_username, key, tags)
         self.kms_key_arn = key.arn
         self.register_outputs(
             {
@@ -180,6 +199,40 @@ class Database(pulumi.ComponentResource):
                 "port": self.port,
                 "identifier": self.identifier,
                 "secretArn": self.secret_arn,
+                "appSecretArn": self.app_secret_arn,
+                "auditSecretArn": self.audit_secret_arn,
                 "kmsKeyArn": self.kms_key_arn,
             }
         )
+
+    def _role_secret(
+        self, name: str, service: str, username: str, key: aws.kms.Key, tags: dict[str, str]
+    ) -> pulumi.Output[str]:
+        """A secret holding one service role's credentials; returns its ARN."""
+        child = pulumi.ResourceOptions(parent=self)
+        # Credentials of one per-service database role, encrypted with the database key.
+        secret = aws.secretsmanager.Secret(
+            f"{name}-{service}-role-secret",
+            description=f"Rollgate database role {username} ({service}); rotated out of band",
+            kms_key_id=key.arn,
+            tags=tags,
+            opts=child,
+        )
+        password = aws.secretsmanager.get_random_password_output(
+            password_length=ROLE_PASSWORD_LENGTH,
+            exclude_punctuation=True,
+            include_space=False,
+        ).random_password
+        credentials: pulumi.Output[str] = pulumi.Output.json_dumps(
+            {"username": username, "password": password}
+        )
+        secret_credentials: pulumi.Output[str] = pulumi.Output.secret(credentials)
+        # First value: generated here, sent write-only (never stored in Pulumi state).
+        aws.secretsmanager.SecretVersion(
+            f"{name}-{service}-role-secret-value",
+            secret_id=secret.id,
+            secret_string_wo=secret_credentials,
+            secret_string_wo_version=ROLE_PASSWORD_VERSION,
+            opts=child,
+        )
+        return secret.arn

@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
+from infra.iam import policy_document
+
 #: Scheduled deletion waits the maximum 30 days: a deleted key makes its data unreadable.
 KEY_DELETION_WINDOW_DAYS = 30
+
+
+def log_key_policy(
+    *, account_id: str, partition: str, region: str, log_group_names: Sequence[str]
+) -> pulumi.Output[str]:
+    """Key policy: the account administers the key; CloudWatch Logs in this region may use
+    it only for the named log groups (the ``kms:EncryptionContext:aws:logs:arn`` condition).
+    """
+    log_group_arns = [
+        f"arn:{partition}:logs:{region}:{account_id}:log-group:{name}" for name in log_group_names
+    ]
+    return policy_document(
+        [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchLogsEncryptsTheseGroups",
+                "Effect": "Allow",
+                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+                "Action": [
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                "Resource": "*",
+                "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arns}},
+            },
+        ]
+    )
 
 
 def customer_managed_key(

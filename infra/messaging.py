@@ -7,6 +7,8 @@ Creates:
   derived from the worker's timeout, and a redrive to the DLQ after the
   configured number of receives;
 - a redrive-allow policy on the DLQ naming the task queue as its only source;
+- the audit schedule's dead-letter queue (encrypted, 14 days): EventBridge
+  Scheduler puts an invocation there when RunTask fails after its retries;
 - queue policies that deny any request not made over TLS.
 """
 
@@ -21,7 +23,12 @@ import pulumi_aws as aws
 
 from infra.config import DLQ_RETENTION_SECONDS, QueueConfig
 from infra.iam import policy_document, statement
-from infra.tagging import ROLE_DEAD_LETTER_QUEUE, ROLE_TASK_QUEUE, with_role
+from infra.tagging import (
+    ROLE_DEAD_LETTER_QUEUE,
+    ROLE_SCHEDULE_DEAD_LETTER_QUEUE,
+    ROLE_TASK_QUEUE,
+    with_role,
+)
 
 #: Long polling at the SQS maximum: fewer empty receives, lower cost and latency.
 RECEIVE_WAIT_SECONDS: Final = 20
@@ -54,6 +61,7 @@ def deny_insecure_transport(resource: pulumi.Input[str]) -> pulumi.Output[str]:
 class Messaging(pulumi.ComponentResource):
     queue: aws.sqs.Queue
     dead_letter_queue: aws.sqs.Queue
+    schedule_dead_letter_queue: aws.sqs.Queue
 
     def __init__(
         self, name: str, args: MessagingArgs, opts: pulumi.ResourceOptions | None = None
@@ -97,7 +105,20 @@ class Messaging(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        for label, queue in (("tasks", self.queue), ("dlq", self.dead_letter_queue)):
+        # The audit schedule's dead-letter queue: failed RunTask invocations, kept 14 days.
+        self.schedule_dead_letter_queue = aws.sqs.Queue(
+            f"{name}-schedule-dead-letters",
+            message_retention_seconds=DLQ_RETENTION_SECONDS,
+            receive_wait_time_seconds=RECEIVE_WAIT_SECONDS,
+            sqs_managed_sse_enabled=True,
+            tags=with_role(args.tags, ROLE_SCHEDULE_DEAD_LETTER_QUEUE),
+            opts=child,
+        )
+        for label, queue in (
+            ("tasks", self.queue),
+            ("dlq", self.dead_letter_queue),
+            ("schedule-dead-letters", self.schedule_dead_letter_queue),
+        ):
             # TLS-only queue policy.
             aws.sqs.QueuePolicy(
                 f"{name}-{label}-policy",
@@ -112,5 +133,6 @@ class Messaging(pulumi.ComponentResource):
                 "queueArn": self.queue.arn,
                 "dlqUrl": self.dead_letter_queue.url,
                 "dlqArn": self.dead_letter_queue.arn,
+                "scheduleDlqArn": self.schedule_dead_letter_queue.arn,
             }
         )

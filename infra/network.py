@@ -10,7 +10,12 @@ Creates:
 - interface VPC endpoints for what the tasks call (ECR, CloudWatch Logs and
   metrics, Secrets Manager, SQS, RDS) and an S3 gateway endpoint (ECR image
   layers and the artifact bucket), so tasks need no NAT at all;
-- VPC flow logs to CloudWatch Logs;
+- endpoint policies (`Network.restrict_endpoints`, once the resources they name
+  exist): each endpoint reaches only this stack's resources, plus ECR's layer
+  bucket through the S3 gateway, so a compromised task cannot move data to a
+  bucket, queue or secret of another account through them;
+- the stack's log key (KMS), usable by CloudWatch Logs for this stack's log
+  groups only, and VPC flow logs to a group encrypted with it;
 - least-privilege security groups: load balancer, web, worker, audit, database,
   endpoints. The database accepts 5432 only from web, worker and audit.
 """
@@ -26,7 +31,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import NatMode
-from infra.iam import policy_document, service_trust_policy, statement
+from infra.encryption import customer_managed_key, log_key_policy
+from infra.iam import Statement, policy_document, service_trust_policy, statement
 from infra.tagging import (
     ROLE_AUDIT,
     ROLE_DATABASE,
@@ -50,6 +56,28 @@ INTERFACE_ENDPOINT_SERVICES: Final = (
 HTTPS_PORT: Final = 443
 HTTP_PORT: Final = 80
 ANYWHERE_IPV4: Final = "0.0.0.0/0"
+#: S3 actions the tasks may use on the artifact bucket through the gateway endpoint.
+ARTIFACT_BUCKET_ACTIONS: Final = (
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:PutObject",
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:GetBucketVersioning",
+)
+#: SQS actions the web, worker and audit tasks use.
+QUEUE_ACTIONS: Final = (
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+)
+ECR_PULL_ACTIONS: Final = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+)
 #: Subnet tiers, in order of their offset inside the VPC range.
 _TIER_OFFSET: Final = {"public": 0, "app": 4, "db": 8}
 
@@ -67,6 +95,108 @@ class NetworkArgs:
     log_retention_days: int
     log_group_prefix: str
     tags: Mapping[str, str]
+    partition: str
+    #: Log groups (names, ``*`` allowed) the log key may encrypt.
+    log_group_names: Sequence[str]
+
+
+@dataclass(frozen=True)
+class EndpointScope:
+    """What this stack's tasks may reach through the VPC endpoints."""
+
+    account_id: str
+    partition: str
+    region: str
+    ecr_repository_arn: str | None
+    log_group_prefix: str
+    artifact_bucket_arn: pulumi.Input[str]
+    secret_arns: Sequence[pulumi.Input[str]]
+    queue_arns: Sequence[pulumi.Input[str]]
+    db_instance_arn: pulumi.Input[str]
+    metric_namespace: str
+
+
+def ecr_layer_bucket_arn(partition: str, region: str) -> str:
+    """The bucket ECR serves image layers from, in `region` (reached via the S3 gateway)."""
+    return f"arn:{partition}:s3:::prod-{region}-starport-layer-bucket/*"
+
+
+def _from_this_account(
+    actions: Sequence[str], resources: Sequence[pulumi.Input[str]] | str, scope: EndpointScope
+) -> Statement:
+    return {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": list(actions),
+        "Resource": resources,
+        "Condition": {"StringEquals": {"aws:PrincipalAccount": scope.account_id}},
+    }
+
+
+def endpoint_policy_statements(scope: EndpointScope) -> dict[str, list[Statement]]:
+    """Endpoint policy statements per endpoint service (``s3`` is the gateway endpoint).
+
+    Each endpoint allows only calls from this account on this stack's resources; the S3
+    gateway also lets ECR's layer downloads through (ECR signs those, so no account
+    condition there).
+    """
+    ecr: list[Statement] = [
+        _from_this_account(["ecr:GetAuthorizationToken"], "*", scope),
+    ]
+    if scope.ecr_repository_arn is not None:
+        ecr.append(_from_this_account(ECR_PULL_ACTIONS, [scope.ecr_repository_arn], scope))
+    bucket_objects = pulumi.Output.from_input(scope.artifact_bucket_arn).apply(
+        lambda arn: f"{arn}/*"
+    )
+    log_groups = (
+        f"arn:{scope.partition}:logs:{scope.region}:{scope.account_id}:log-group:"
+        f"{scope.log_group_prefix}/*"
+    )
+    metrics = _from_this_account(["cloudwatch:PutMetricData"], "*", scope)
+    metrics["Condition"] = {
+        "StringEquals": {
+            "aws:PrincipalAccount": scope.account_id,
+            "cloudwatch:namespace": scope.metric_namespace,
+        }
+    }
+    return {
+        "ecr.api": ecr,
+        "ecr.dkr": ecr,
+        "logs": [
+            _from_this_account(
+                ["logs:CreateLogStream", "logs:PutLogEvents"],
+                [log_groups, f"{log_groups}:log-stream:*"],
+                scope,
+            )
+        ],
+        "monitoring": [metrics],
+        "rds": [
+            _from_this_account(
+                ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
+                [
+                    scope.db_instance_arn,
+                    f"arn:{scope.partition}:rds:{scope.region}:{scope.account_id}:snapshot:*",
+                ],
+                scope,
+            )
+        ],
+        "secretsmanager": [
+            _from_this_account(["secretsmanager:GetSecretValue"], list(scope.secret_arns), scope)
+        ],
+        "sqs": [_from_this_account(QUEUE_ACTIONS, list(scope.queue_arns), scope)],
+        "s3": [
+            {
+                "Sid": "EcrImageLayers",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject"],
+                "Resource": [ecr_layer_bucket_arn(scope.partition, scope.region)],
+            },
+            _from_this_account(
+                ARTIFACT_BUCKET_ACTIONS, [scope.artifact_bucket_arn, bucket_objects], scope
+            ),
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -92,6 +222,10 @@ class Network(pulumi.ComponentResource):
     app_subnet_ids: list[pulumi.Output[str]]
     db_subnet_ids: list[pulumi.Output[str]]
     security_groups: SecurityGroups
+    #: Endpoint service (``s3`` for the gateway) -> its endpoint.
+    endpoints: dict[str, aws.ec2.VpcEndpoint]
+    #: The stack's log key: every log group is encrypted with it.
+    log_kms_key_arn: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
@@ -100,6 +234,23 @@ class Network(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         zones = list(args.availability_zones)
+        self._name = name
+
+        log_key = customer_managed_key(
+            f"{name}-logs",
+            alias=f"{name}-logs",
+            description=f"Rollgate {name}: CloudWatch log groups",
+            tags=tags,
+            parent=self,
+            protect=False,
+            policy=log_key_policy(
+                account_id=args.account_id,
+                partition=args.partition,
+                region=args.region,
+                log_group_names=args.log_group_names,
+            ),
+        )
+        self.log_kms_key_arn = log_key.arn
 
         # VPC with DNS, which private endpoints and RDS endpoints resolve through.
         vpc = aws.ec2.Vpc(
@@ -192,9 +343,10 @@ class Network(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        self.endpoints = {"s3": s3_endpoint}
         for service in INTERFACE_ENDPOINT_SERVICES:
             # Interface endpoint with private DNS, so SDKs use it without configuration.
-            aws.ec2.VpcEndpoint(
+            self.endpoints[service] = aws.ec2.VpcEndpoint(
                 f"{name}-{service.replace('.', '-')}-endpoint",
                 vpc_id=vpc.id,
                 service_name=f"com.amazonaws.{args.region}.{service}",
@@ -206,7 +358,7 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
         self._rules(name, args, groups, s3_endpoint.prefix_list_id, tags)
-        self._flow_logs(name, vpc, args, tags)
+        self._flow_logs(name, vpc, args, log_key.arn, tags)
 
         self.vpc_id = vpc.id
         self.public_subnet_ids = [subnet.id for subnet in public]
@@ -229,6 +381,21 @@ class Network(pulumi.ComponentResource):
                 "databaseSecurityGroupId": self.security_groups.database,
             }
         )
+
+    def restrict_endpoints(self, scope: EndpointScope) -> None:
+        """Attach an endpoint policy to every endpoint (call once the resources exist)."""
+        statements = endpoint_policy_statements(scope)
+        missing = set(self.endpoints) - set(statements)
+        if missing:  # a programming error: a new endpoint without a policy
+            raise ValueError(f"no endpoint policy for {sorted(missing)}")
+        for service, endpoint in self.endpoints.items():
+            # Endpoint policy: only this account's calls on this stack's resources.
+            aws.ec2.VpcEndpointPolicy(
+                f"{self._name}-{service.replace('.', '-')}-endpoint-policy",
+                vpc_endpoint_id=endpoint.id,
+                policy=policy_document(statements[service]),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
 
     def _subnets(
         self,
@@ -421,14 +588,20 @@ class Network(pulumi.ComponentResource):
                 )
 
     def _flow_logs(
-        self, name: str, vpc: aws.ec2.Vpc, args: NetworkArgs, tags: dict[str, str]
+        self,
+        name: str,
+        vpc: aws.ec2.Vpc,
+        args: NetworkArgs,
+        kms_key_arn: pulumi.Input[str],
+        tags: dict[str, str],
     ) -> None:
         child = pulumi.ResourceOptions(parent=self)
-        # Flow-log group, kept as long as the other logs.
+        # Flow-log group, kept as long as the other logs, encrypted with the log key.
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-flow-logs",
             name=f"{args.log_group_prefix}/vpc-flow-logs",
             retention_in_days=args.log_retention_days,
+            kms_key_id=kms_key_arn,
             tags=tags,
             opts=child,
         )

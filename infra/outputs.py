@@ -25,7 +25,12 @@ DB_NAME: Final = "dbName"
 #: RDS instance identifier (what snapshot/restore APIs take).
 DB_INSTANCE_ID: Final = "dbInstanceId"
 #: ARN of the RDS-managed master-user secret (JSON with ``username`` and ``password``).
+#: Only the migrate task gets it; the policy pack fails any other task that does.
 DB_SECRET_ARN: Final = "dbSecretArn"  # noqa: S105 (an output name, not a secret)
+#: Secrets (JSON ``username``, ``password``) of the per-service roles: web and worker
+#: connect as the app role (DML only), the audit as the read-only audit role.
+DB_APP_SECRET_ARN: Final = "dbAppSecretArn"  # noqa: S105 (an output name, not a secret)
+DB_AUDIT_SECRET_ARN: Final = "dbAuditSecretArn"  # noqa: S105 (an output name, not a secret)
 
 QUEUE_URL: Final = "queueUrl"
 QUEUE_ARN: Final = "queueArn"
@@ -43,6 +48,9 @@ WORKER_SERVICE_NAME: Final = "workerServiceName"
 WEB_TASK_DEFINITION_ARN: Final = "webTaskDefinitionArn"
 WORKER_TASK_DEFINITION_ARN: Final = "workerTaskDefinitionArn"
 AUDIT_TASK_DEFINITION_ARN: Final = "auditTaskDefinitionArn"
+#: One-off `rollgate db migrate` task (the only task with the master secret); run it with
+#: `aws ecs run-task` in the app subnets with the worker security group.
+MIGRATE_TASK_DEFINITION_ARN: Final = "migrateTaskDefinitionArn"
 AUDIT_SCHEDULE_NAME: Final = "auditScheduleName"
 
 ALARM_TOPIC_ARN: Final = "alarmTopicArn"
@@ -62,6 +70,8 @@ ALL_OUTPUTS: Final[frozenset[str]] = frozenset(
         DB_NAME,
         DB_INSTANCE_ID,
         DB_SECRET_ARN,
+        DB_APP_SECRET_ARN,
+        DB_AUDIT_SECRET_ARN,
         QUEUE_URL,
         QUEUE_ARN,
         DLQ_URL,
@@ -75,6 +85,7 @@ ALL_OUTPUTS: Final[frozenset[str]] = frozenset(
         WEB_TASK_DEFINITION_ARN,
         WORKER_TASK_DEFINITION_ARN,
         AUDIT_TASK_DEFINITION_ARN,
+        MIGRATE_TASK_DEFINITION_ARN,
         AUDIT_SCHEDULE_NAME,
         ALARM_TOPIC_ARN,
         WEB_DEPLOYMENT_ALARMS,
@@ -112,8 +123,28 @@ ENV_DB_HOST: Final = "PGHOST"
 ENV_DB_PORT: Final = "PGPORT"
 ENV_DB_NAME: Final = "PGDATABASE"
 ENV_DB_SSLMODE: Final = "PGSSLMODE"
+#: libpq's CA file: with PGSSLMODE=verify-full, the server certificate must chain to it
+#: and name the host.
+ENV_DB_SSLROOTCERT: Final = "PGSSLROOTCERT"
+#: Every task verifies the database's certificate and host name.
+DB_SSLMODE: Final = "verify-full"
+#: Where the image must carry the RDS global CA bundle
+#: (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem).
+RDS_CA_BUNDLE_PATH: Final = "/etc/ssl/certs/rds-global-bundle.pem"
+#: The worker's per-message time limit, in seconds (the queue's visibility timeout is twice it).
+ENV_WORKER_TIMEOUT_SECONDS: Final = "ROLLGATE_WORKER_TIMEOUT_SECONDS"
+#: "true" when the worker must hold ECS task scale-in protection (ecs:UpdateTaskProtection,
+#: ``expiresInMinutes`` = ENV_WORKER_PROTECTION_MINUTES) while it works on a message.
+ENV_WORKER_TASK_PROTECTION: Final = "ROLLGATE_WORKER_TASK_PROTECTION"
+ENV_WORKER_PROTECTION_MINUTES: Final = "ROLLGATE_WORKER_PROTECTION_MINUTES"
 SECRET_DB_USER: Final = "PGUSER"  # noqa: S105 (a variable name)
 SECRET_DB_PASSWORD: Final = "PGPASSWORD"  # noqa: S105 (a variable name)
+#: The migrate task also gets the service roles' credentials (via `secrets`), so the
+#: role bootstrap it runs can create or re-password them to match their secrets.
+SECRET_DB_APP_USER: Final = "ROLLGATE_DB_APP_USER"  # noqa: S105 (a variable name)
+SECRET_DB_APP_PASSWORD: Final = "ROLLGATE_DB_APP_PASSWORD"  # noqa: S105 (a variable name)
+SECRET_DB_AUDIT_USER: Final = "ROLLGATE_DB_AUDIT_USER"  # noqa: S105 (a variable name)
+SECRET_DB_AUDIT_PASSWORD: Final = "ROLLGATE_DB_AUDIT_PASSWORD"  # noqa: S105 (a variable name)
 
 #: The worker touches this file at least every 60 s; its container health check
 #: fails when the file is older than 120 s.

@@ -9,8 +9,17 @@ Creates:
   private app subnets without public IPs, with the deployment circuit breaker
   (rollback on) and CloudWatch-alarm rollback;
 - web: registered with the ALB target group (created after its listener);
+- web: autoscaling on ALB requests per target (ALBRequestCountPerTarget),
+  between webDesiredCount and webMaxCount;
 - worker: an autoscaling target and a target-tracking policy on queue backlog
-  per running task (visible messages / RunningTaskCount).
+  per running task (visible messages / RunningTaskCount). The worker may set
+  its own task scale-in protection (ecs:UpdateTaskProtection on this cluster's
+  tasks): while it holds it, scale-in and deployments leave the task running,
+  so a message longer than the 120 s stop timeout is not killed;
+- migrate: a one-off task definition for ``rollgate db migrate``, the only task
+  that gets the database master secret (CI runs it with ``aws ecs run-task``).
+
+Web and worker connect to the database as the app role, with its own secret.
 """
 
 from __future__ import annotations
@@ -22,9 +31,11 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
+from infra import outputs
 from infra.account import AwsAccount
-from infra.config import WORKER_COMMAND, ServiceConfig
+from infra.config import WORKER_COMMAND, QueueConfig, ServiceConfig
 from infra.iam import statement
+from infra.tagging import ROLE_MIGRATOR, ROLE_WEB, ROLE_WORKER
 from infra.tasks import (
     TaskEnvironment,
     container_definition,
@@ -43,6 +54,12 @@ _MetricQuery = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfiguration
 _MetricStat = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatArgs  # noqa: E501
 _Metric = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs  # noqa: E501
 _Dimension = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs  # noqa: E501
+_PredefinedMetric = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs  # noqa: E501
+
+#: Container command of the one-off migration task.
+MIGRATE_COMMAND: Final = ("rollgate", "db", "migrate")
+MIGRATE_CPU: Final = 256
+MIGRATE_MEMORY: Final = 512
 
 #: Seconds the ALB health check may fail while a new web task boots.
 HEALTH_CHECK_GRACE_SECONDS: Final = 60
@@ -57,16 +74,23 @@ class AppServiceArgs:
     name_prefix: str
     log_group_prefix: str
     log_retention_days: int
-    worker_timeout_seconds: int
+    log_kms_key_arn: pulumi.Input[str]
+    queue: QueueConfig
     subnet_ids: Sequence[pulumi.Input[str]]
     web_security_group_id: pulumi.Input[str]
     worker_security_group_id: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
+    #: ``app/<alb>/<id>/targetgroup/<tg>/<id>``: the ALBRequestCountPerTarget resource label.
+    request_count_resource_label: pulumi.Input[str]
     #: The listener forwarding to the target group; ECS rejects a service whose
     #: target group is not attached to a load balancer yet.
     listener: pulumi.Resource
     environment: TaskEnvironment
+    #: The master secret (migrate task only) and the app role's secret (web, worker).
     db_secret_arn: pulumi.Input[str]
+    db_app_secret_arn: pulumi.Input[str]
+    #: The audit role's secret: the migrate task creates that role too.
+    db_audit_secret_arn: pulumi.Input[str]
     db_kms_key_arn: pulumi.Input[str]
     queue_arn: pulumi.Input[str]
     queue_name: pulumi.Input[str]
@@ -91,6 +115,7 @@ class AppService(pulumi.ComponentResource):
     worker_service: aws.ecs.Service
     web_task_definition: aws.ecs.TaskDefinition
     worker_task_definition: aws.ecs.TaskDefinition
+    migrate_task_definition: aws.ecs.TaskDefinition
 
     def __init__(
         self, name: str, args: AppServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -113,6 +138,7 @@ class AppService(pulumi.ComponentResource):
             f"{name}-web",
             log_name=f"{args.log_group_prefix}/web",
             retention_days=args.log_retention_days,
+            kms_key_arn=args.log_kms_key_arn,
             tags=tags,
         )
         web_role = task_role(
@@ -135,12 +161,16 @@ class AppService(pulumi.ComponentResource):
             cpu=config.web.cpu,
             memory=config.web.memory,
             cpu_architecture=config.cpu_architecture,
-            execution_role_arn=self._execution_role(f"{name}-web", args, web_logs).arn,
+            execution_role_arn=self._execution_role(
+                f"{name}-web", args, web_logs, args.db_app_secret_arn
+            ).arn,
             task_role_arn=web_role.arn,
+            role=ROLE_WEB,
             container=container_definition(
                 name="web",
                 image=config.image,
                 env=args.environment,
+                db_secret_arn=args.db_app_secret_arn,
                 log_group_name=web_logs.name,
                 port=config.container_port,
                 health_check=web_health_check(config.container_port, config.health_check_path),
@@ -149,6 +179,7 @@ class AppService(pulumi.ComponentResource):
         )
         web_breaker, web_alarms = deployment_safety(args.web_alarm_names)
         # Web service behind the ALB; rolls back on failed health or the 5xx alarm.
+        # Autoscaling owns its desired count after creation.
         self.web_service = aws.ecs.Service(
             f"{name}-web",
             cluster=self.cluster.arn,
@@ -178,8 +209,11 @@ class AppService(pulumi.ComponentResource):
             propagate_tags="SERVICE",
             wait_for_steady_state=True,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.listener]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[args.listener], ignore_changes=["desiredCount"]
+            ),
         )
+        self._web_autoscaling(name, args)
 
         # --- worker ---------------------------------------------------------------
         worker_logs = log_group(
@@ -187,7 +221,11 @@ class AppService(pulumi.ComponentResource):
             f"{name}-worker",
             log_name=f"{args.log_group_prefix}/worker",
             retention_days=args.log_retention_days,
+            kms_key_arn=args.log_kms_key_arn,
             tags=tags,
+        )
+        own_tasks = self.cluster.name.apply(
+            lambda cluster: args.account.arn("ecs", f"task/{cluster}/*")
         )
         worker_role = task_role(
             self,
@@ -204,6 +242,13 @@ class AppService(pulumi.ComponentResource):
                     [args.queue_arn],
                     sid="ConsumeTasks",
                 ),
+                # Scale-in protection while a message is in flight: scale-in and
+                # deployments wait for the task instead of stopping it mid-message.
+                statement(
+                    ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                    [own_tasks],
+                    sid="ProtectOwnTaskWhileWorking",
+                ),
                 metrics_statement(),
             ],
             tags=tags,
@@ -215,17 +260,30 @@ class AppService(pulumi.ComponentResource):
             cpu=config.worker.cpu,
             memory=config.worker.memory,
             cpu_architecture=config.cpu_architecture,
-            execution_role_arn=self._execution_role(f"{name}-worker", args, worker_logs).arn,
+            execution_role_arn=self._execution_role(
+                f"{name}-worker", args, worker_logs, args.db_app_secret_arn
+            ).arn,
             task_role_arn=worker_role.arn,
+            role=ROLE_WORKER,
             container=container_definition(
                 name="worker",
                 image=config.image,
                 env=args.environment,
+                db_secret_arn=args.db_app_secret_arn,
                 log_group_name=worker_logs.name,
+                extra_environment={
+                    outputs.ENV_WORKER_TIMEOUT_SECONDS: str(args.queue.worker_timeout_seconds),
+                    outputs.ENV_WORKER_TASK_PROTECTION: str(
+                        args.queue.worker_task_protection
+                    ).lower(),
+                    outputs.ENV_WORKER_PROTECTION_MINUTES: str(
+                        args.queue.worker_protection_minutes
+                    ),
+                },
                 command=WORKER_COMMAND,
                 health_check=worker_health_check(),
                 health_check_start_period=60,
-                stop_timeout=args.worker_timeout_seconds,
+                stop_timeout=args.queue.worker_stop_timeout_seconds,
             ),
             tags=tags,
         )
@@ -255,6 +313,7 @@ class AppService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCount"]),
         )
         self._worker_autoscaling(name, args)
+        self.migrate_task_definition = self._migrate_task(name, args)
 
         self.register_outputs(
             {
@@ -263,11 +322,16 @@ class AppService(pulumi.ComponentResource):
                 "workerServiceName": self.worker_service.name,
                 "webTaskDefinitionArn": self.web_task_definition.arn,
                 "workerTaskDefinitionArn": self.worker_task_definition.arn,
+                "migrateTaskDefinitionArn": self.migrate_task_definition.arn,
             }
         )
 
     def _execution_role(
-        self, name: str, args: AppServiceArgs, logs: aws.cloudwatch.LogGroup
+        self,
+        name: str,
+        args: AppServiceArgs,
+        logs: aws.cloudwatch.LogGroup,
+        *secret_arns: pulumi.Input[str],
     ) -> aws.iam.Role:
         return execution_role(
             self,
@@ -275,9 +339,101 @@ class AppService(pulumi.ComponentResource):
             account=args.account,
             ecr_repository=args.config.ecr_repository,
             log_group_arn=logs.arn,
-            secret_arn=args.db_secret_arn,
+            secret_arns=list(secret_arns),
             secret_kms_key_arn=args.db_kms_key_arn,
             tags=args.tags,
+        )
+
+    def _migrate_task(self, name: str, args: AppServiceArgs) -> aws.ecs.TaskDefinition:
+        """`rollgate db migrate`: the only task with the master secret (role tag migrator)."""
+        logs = log_group(
+            self,
+            f"{name}-migrate",
+            log_name=f"{args.log_group_prefix}/migrate",
+            retention_days=args.log_retention_days,
+            kms_key_arn=args.log_kms_key_arn,
+            tags=args.tags,
+        )
+        role = task_role(
+            self,
+            f"{name}-migrate",
+            account=args.account,
+            statements=[metrics_statement()],
+            tags=args.tags,
+        )
+        return fargate_task_definition(
+            self,
+            f"{name}-migrate",
+            family=f"{args.name_prefix}-migrate",
+            cpu=MIGRATE_CPU,
+            memory=MIGRATE_MEMORY,
+            cpu_architecture=args.config.cpu_architecture,
+            execution_role_arn=self._execution_role(
+                f"{name}-migrate",
+                args,
+                logs,
+                args.db_secret_arn,
+                args.db_app_secret_arn,
+                args.db_audit_secret_arn,
+            ).arn,
+            task_role_arn=role.arn,
+            role=ROLE_MIGRATOR,
+            container=container_definition(
+                name="migrate",
+                image=args.config.image,
+                env=args.environment,
+                db_secret_arn=args.db_secret_arn,
+                # The role bootstrap sets these roles' passwords from their secrets.
+                extra_secrets=[
+                    *TaskEnvironment.secrets(
+                        args.db_app_secret_arn,
+                        outputs.SECRET_DB_APP_USER,
+                        outputs.SECRET_DB_APP_PASSWORD,
+                    ),
+                    *TaskEnvironment.secrets(
+                        args.db_audit_secret_arn,
+                        outputs.SECRET_DB_AUDIT_USER,
+                        outputs.SECRET_DB_AUDIT_PASSWORD,
+                    ),
+                ],
+                log_group_name=logs.name,
+                command=MIGRATE_COMMAND,
+            ),
+            tags=args.tags,
+        )
+
+    def _web_autoscaling(self, name: str, args: AppServiceArgs) -> None:
+        config = args.config
+        # Scalable target: the web service's desired count, between the configured bounds.
+        target = aws.appautoscaling.Target(
+            f"{name}-web-scaling-target",
+            service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=pulumi.Output.concat(
+                "service/", self.cluster.name, "/", self.web_service.name
+            ),
+            min_capacity=config.web_desired_count,
+            max_capacity=config.web_max_count,
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Target tracking on ALB requests per web task per minute.
+        aws.appautoscaling.Policy(
+            f"{name}-web-requests-scaling",
+            policy_type="TargetTrackingScaling",
+            service_namespace=target.service_namespace,
+            scalable_dimension=target.scalable_dimension,
+            resource_id=target.resource_id,
+            target_tracking_scaling_policy_configuration=_Scaling(
+                target_value=config.web_requests_per_target,
+                scale_out_cooldown=SCALE_OUT_COOLDOWN_SECONDS,
+                scale_in_cooldown=SCALE_IN_COOLDOWN_SECONDS,
+                predefined_metric_specification=_PredefinedMetric(
+                    predefined_metric_type="ALBRequestCountPerTarget",
+                    resource_label=args.request_count_resource_label,
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _worker_autoscaling(self, name: str, args: AppServiceArgs) -> None:

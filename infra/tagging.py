@@ -25,12 +25,21 @@ ROLE_AUDIT: Final = "audit"
 ROLE_DATABASE: Final = "database"
 ROLE_ENDPOINTS: Final = "vpc-endpoints"
 
+ROLE_MIGRATOR: Final = "migrator"
+
 #: The only security-group roles allowed to reach the database.
 DATABASE_CLIENT_ROLES: Final[frozenset[str]] = frozenset({ROLE_WEB, ROLE_WORKER, ROLE_AUDIT})
 
 # Queue roles.
 ROLE_TASK_QUEUE: Final = "task-queue"
 ROLE_DEAD_LETTER_QUEUE: Final = "dead-letter-queue"
+#: Dead-letter queue of the audit schedule (failed RunTask calls).
+ROLE_SCHEDULE_DEAD_LETTER_QUEUE: Final = "schedule-dead-letter-queue"
+
+# Bucket roles.
+ROLE_ARTIFACTS: Final = "artifacts"
+#: ALB access logs: ELB log delivery writes only SSE-S3, so this bucket cannot use SSE-KMS.
+ROLE_ACCESS_LOGS: Final = "access-logs"
 
 
 def with_role(tags: Mapping[str, str], role: str) -> dict[str, str]:

@@ -17,13 +17,12 @@ import pulumi_aws as aws
 
 from infra import outputs
 from infra.account import AwsAccount
-from infra.config import EcrRepository
+from infra.config import MAX_STOP_TIMEOUT_SECONDS, EcrRepository
 from infra.iam import Statement, policy_document, service_trust_policy, statement
+from infra.tagging import with_role
 
 #: Writable scratch volume; the root filesystem is read-only.
 TMP_VOLUME: Final = "tmp"
-#: Fargate's ceiling for the SIGTERM-to-SIGKILL grace period.
-MAX_STOP_TIMEOUT_SECONDS: Final = 120
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,13 @@ class TaskEnvironment:
     db_port: pulumi.Input[int]
     db_name: str
     db_instance_id: pulumi.Input[str]
-    db_secret_arn: pulumi.Input[str]
 
-    def environment_variables(self) -> list[dict[str, Any]]:
+    def environment_variables(
+        self, extra: Mapping[str, pulumi.Input[str]] | None = None
+    ) -> list[dict[str, Any]]:
         """Plain, non-secret settings (the task definition's ``environment``)."""
         values: dict[str, pulumi.Input[str]] = {
+            **(extra or {}),
             "AWS_REGION": self.region,
             outputs.ENV_STACK: self.stack,
             outputs.ENV_ENVIRONMENT: self.environment,
@@ -56,19 +57,24 @@ class TaskEnvironment:
             outputs.ENV_DB_HOST: self.db_host,
             outputs.ENV_DB_PORT: pulumi.Output.from_input(self.db_port).apply(str),
             outputs.ENV_DB_NAME: self.db_name,
-            outputs.ENV_DB_SSLMODE: "require",
+            # verify-full: the server's certificate must chain to the RDS CA bundle in the
+            # image and name the host; `require` would encrypt without checking either.
+            outputs.ENV_DB_SSLMODE: outputs.DB_SSLMODE,
+            outputs.ENV_DB_SSLROOTCERT: outputs.RDS_CA_BUNDLE_PATH,
         }
         return [{"name": key, "value": value} for key, value in sorted(values.items())]
 
-    def secrets(self) -> list[dict[str, Any]]:
-        """Credentials, injected by ECS from Secrets Manager (the task definition's ``secrets``)."""
-        arn = pulumi.Output.from_input(self.db_secret_arn)
+    @staticmethod
+    def secrets(
+        db_secret_arn: pulumi.Input[str],
+        user_variable: str = outputs.SECRET_DB_USER,
+        password_variable: str = outputs.SECRET_DB_PASSWORD,
+    ) -> list[dict[str, Any]]:
+        """Database credentials from one role's secret, injected by ECS (``secrets``)."""
+        arn = pulumi.Output.from_input(db_secret_arn)
         return [
-            {"name": outputs.SECRET_DB_USER, "valueFrom": arn.apply(lambda a: f"{a}:username::")},
-            {
-                "name": outputs.SECRET_DB_PASSWORD,
-                "valueFrom": arn.apply(lambda a: f"{a}:password::"),
-            },
+            {"name": user_variable, "valueFrom": arn.apply(lambda a: f"{a}:username::")},
+            {"name": password_variable, "valueFrom": arn.apply(lambda a: f"{a}:password::")},
         ]
 
 
@@ -77,20 +83,26 @@ def container_definition(
     name: str,
     image: str,
     env: TaskEnvironment,
+    db_secret_arn: pulumi.Input[str],
     log_group_name: pulumi.Input[str],
+    extra_environment: Mapping[str, pulumi.Input[str]] | None = None,
+    extra_secrets: Sequence[Mapping[str, Any]] = (),
     command: Sequence[str] | None = None,
     port: int | None = None,
     health_check: Sequence[str] | None = None,
     health_check_start_period: int = 30,
     stop_timeout: int = 30,
 ) -> dict[str, Any]:
-    """One hardened container: read-only root, secrets from Secrets Manager, awslogs."""
+    """One hardened container: read-only root, secrets from Secrets Manager, awslogs.
+
+    `db_secret_arn` is the secret of the database role this task connects as.
+    """
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "essential": True,
-        "environment": env.environment_variables(),
-        "secrets": env.secrets(),
+        "environment": env.environment_variables(extra_environment),
+        "secrets": [*env.secrets(db_secret_arn), *extra_secrets],
         "readonlyRootFilesystem": True,
         "mountPoints": [{"sourceVolume": TMP_VOLUME, "containerPath": "/tmp", "readOnly": False}],  # noqa: S108
         "linuxParameters": {"initProcessEnabled": True},
@@ -159,7 +171,7 @@ def execution_role(
     account: AwsAccount,
     ecr_repository: EcrRepository | None,
     log_group_arn: pulumi.Input[str],
-    secret_arn: pulumi.Input[str],
+    secret_arns: Sequence[pulumi.Input[str]],
     secret_kms_key_arn: pulumi.Input[str],
     tags: Mapping[str, str],
 ) -> aws.iam.Role:
@@ -181,7 +193,7 @@ def execution_role(
             pulumi.Output.from_input(log_group_arn).apply(lambda arn: f"{arn}:log-stream:*"),
             sid="WriteOwnLogGroup",
         ),
-        statement(["secretsmanager:GetSecretValue"], [secret_arn], sid="ReadDatabaseSecret"),
+        statement(["secretsmanager:GetSecretValue"], list(secret_arns), sid="ReadDatabaseSecret"),
         statement(
             ["kms:Decrypt"],
             [secret_kms_key_arn],
@@ -254,14 +266,16 @@ def log_group(
     *,
     log_name: str,
     retention_days: int,
+    kms_key_arn: pulumi.Input[str],
     tags: Mapping[str, str],
 ) -> aws.cloudwatch.LogGroup:
-    """A task family's log group, with a retention."""
-    # Container log group with a retention, not "never expire".
+    """A task family's log group, with a retention, encrypted with the stack's log key."""
+    # Container log group with a retention, not "never expire", encrypted with the log key.
     return aws.cloudwatch.LogGroup(
         f"{name}-logs",
         name=log_name,
         retention_in_days=retention_days,
+        kms_key_id=kms_key_arn,
         tags=dict(tags),
         opts=pulumi.ResourceOptions(parent=parent),
     )
@@ -277,10 +291,14 @@ def fargate_task_definition(
     cpu_architecture: str,
     execution_role_arn: pulumi.Input[str],
     task_role_arn: pulumi.Input[str],
+    role: str,
     container: Mapping[str, Any],
     tags: Mapping[str, str],
 ) -> aws.ecs.TaskDefinition:
-    """A single-container Fargate task definition."""
+    """A single-container Fargate task definition, tagged with its `role` (web, migrator...).
+
+    The policy pack reads the role tag: only the migrator may get the master secret.
+    """
     # Fargate task definition; secrets reach the container only via `secrets`.
     return aws.ecs.TaskDefinition(
         f"{name}-task",
@@ -296,6 +314,6 @@ def fargate_task_definition(
         task_role_arn=task_role_arn,
         container_definitions=pulumi.Output.json_dumps([dict(container)]),
         volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=TMP_VOLUME)],
-        tags=dict(tags),
+        tags=with_role(tags, role),
         opts=pulumi.ResourceOptions(parent=parent),
     )

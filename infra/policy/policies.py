@@ -33,9 +33,12 @@ from infra.iam import UNSCOPED_ACTIONS
 from infra.tagging import (
     DATABASE_CLIENT_ROLES,
     ENV_PROD,
+    ROLE_ACCESS_LOGS,
     ROLE_DATABASE,
     ROLE_DEAD_LETTER_QUEUE,
     ROLE_LOAD_BALANCER,
+    ROLE_MIGRATOR,
+    ROLE_SCHEDULE_DEAD_LETTER_QUEUE,
     TAG_ENVIRONMENT,
     TAG_ROLE,
 )
@@ -65,6 +68,16 @@ IAM_ROLE: Final = "aws:iam/role:Role"
 IAM_ROLE_POLICY: Final = "aws:iam/rolePolicy:RolePolicy"
 LOG_GROUP: Final = "aws:cloudwatch/logGroup:LogGroup"
 METRIC_ALARM: Final = "aws:cloudwatch/metricAlarm:MetricAlarm"
+VPC_ENDPOINT: Final = "aws:ec2/vpcEndpoint:VpcEndpoint"
+VPC_ENDPOINT_POLICY: Final = "aws:ec2/vpcEndpointPolicy:VpcEndpointPolicy"
+LOAD_BALANCER: Final = "aws:lb/loadBalancer:LoadBalancer"
+
+#: Queue roles that are dead-letter queues (no redrive of their own, an alarm on depth).
+DEAD_LETTER_QUEUE_ROLES: Final = frozenset(
+    {ROLE_DEAD_LETTER_QUEUE, ROLE_SCHEDULE_DEAD_LETTER_QUEUE}
+)
+#: RDS names the master secret it manages ``rds!db-<id>``; its ARN carries that name.
+RDS_MANAGED_SECRET: Final = re.compile(r":secret:rds!")
 
 MIN_BACKUP_RETENTION_DAYS: Final = 7
 #: ALB TLS policies that allow only TLS 1.2 and 1.3.
@@ -132,7 +145,10 @@ def parse_json(value: Any) -> Any:
 def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
-    return list(value) if isinstance(value, list | tuple) else [value]
+    # The engine hands policies read-only proxies (Sequence, not list) of the properties.
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    return [value]
 
 
 def depends_on(resource: PolicyResource, prop: str, target: PolicyResource) -> bool:
@@ -255,7 +271,7 @@ def sqs_long_polling(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
 
 
 def sqs_task_queue_redrive(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
-    if role_of(props) == ROLE_DEAD_LETTER_QUEUE:
+    if role_of(props) in DEAD_LETTER_QUEUE_ROLES:
         return
     redrive = parse_json(props.get("redrivePolicy"))
     if not isinstance(redrive, Mapping) or not redrive.get("deadLetterTargetArn"):
@@ -315,6 +331,16 @@ def s3_versioning(resources: Sequence[PolicyResource]) -> Iterator[tuple[str, st
 
 def s3_kms_encryption(resources: Sequence[PolicyResource]) -> Iterator[tuple[str, str | None]]:
     for bucket, found in _bucket_companions(resources, S3_ENCRYPTION):
+        if role_of(bucket.props) == ROLE_ACCESS_LOGS:
+            # ELB writes access logs only with SSE-S3; such a bucket holds nothing else.
+            if not any(
+                (rule.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
+                == "AES256"
+                for c in found
+                for rule in as_list(c.props.get("rules"))
+            ):
+                yield f"access-log bucket {bucket.name} must default to SSE-S3", bucket.urn
+            continue
         ok = any(
             (rule.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
             in {"aws:kms", "aws:kms:dsse"}
@@ -413,6 +439,48 @@ def ecs_secrets_not_in_environment(props: Props, _: ResourceValidationArgs) -> I
                 )
 
 
+def _environment(container: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(v.get("name")): str(v.get("value"))
+        for v in as_list(container.get("environment"))
+        if isinstance(v, Mapping)
+    }
+
+
+def ecs_db_tls_verified(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
+    for container in _containers(props):
+        env = _environment(container)
+        if outputs.ENV_DB_HOST not in env:
+            continue
+        name = container.get("name")
+        if env.get(outputs.ENV_DB_SSLMODE) != outputs.DB_SSLMODE:
+            yield (
+                f"container {name}: {outputs.ENV_DB_SSLMODE} must be {outputs.DB_SSLMODE} "
+                f"(require checks neither the certificate nor the host), "
+                f"is {env.get(outputs.ENV_DB_SSLMODE)!r}"
+            )
+        if not env.get(outputs.ENV_DB_SSLROOTCERT):
+            yield (
+                f"container {name}: {outputs.ENV_DB_SSLROOTCERT} must name the RDS CA bundle "
+                f"in the image ({outputs.RDS_CA_BUNDLE_PATH})"
+            )
+
+
+def db_master_secret_migrator_only(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
+    if role_of(props) == ROLE_MIGRATOR:
+        return
+    for container in _containers(props):
+        for secret in as_list(container.get("secrets")):
+            value_from = str((secret or {}).get("valueFrom", ""))
+            if RDS_MANAGED_SECRET.search(value_from):
+                yield (
+                    f"container {container.get('name')}: {secret.get('name')} comes from the "
+                    "RDS master secret; only the migrator task (tag "
+                    f"{TAG_ROLE}={ROLE_MIGRATOR}) may connect as the master user, others use "
+                    "their service role's secret"
+                )
+
+
 def ecs_image_pinned_in_prod(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
     if not is_prod(props):
         return
@@ -461,6 +529,22 @@ def ecs_service_health_checks(
                         f"{service.name}: container {container.get('name')} has no health check",
                         definition.urn,
                     )
+
+
+def alb_access_logs(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
+    if props.get("loadBalancerType", "application") != "application":
+        return
+    logs = props.get("accessLogs") or {}
+    if logs.get("enabled") is not True or not logs.get("bucket"):
+        yield "accessLogs must be enabled, into a bucket"
+
+
+def scheduled_tasks_dead_letter(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
+    target = props.get("target") or {}
+    if not target.get("ecsParameters"):
+        return
+    if not (target.get("deadLetterConfig") or {}).get("arn"):
+        yield "a schedule that runs a task needs target.deadLetterConfig (failed runs vanish)"
 
 
 def alb_listener_tls(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
@@ -539,6 +623,41 @@ def depends_on_any(resource: PolicyResource, prop: str, target: PolicyResource) 
     return target.props.get("id") in as_list(resource.props.get(prop))
 
 
+def _endpoint_policy_documents(
+    endpoint: PolicyResource, policies: Sequence[PolicyResource]
+) -> list[Any]:
+    documents = [parse_json(p.props.get("policy")) for p in policies]
+    if endpoint.props.get("policy"):
+        documents.append(parse_json(endpoint.props.get("policy")))
+    return documents
+
+
+def vpc_endpoint_policies(
+    resources: Sequence[PolicyResource],
+) -> Iterator[tuple[str, str | None]]:
+    endpoint_policies = of_type(resources, VPC_ENDPOINT_POLICY)
+    for endpoint in of_type(resources, VPC_ENDPOINT):
+        attached = sources_of(endpoint, endpoint_policies, "vpcEndpointId")
+        documents = _endpoint_policy_documents(endpoint, attached)
+        service = endpoint.props.get("serviceName", endpoint.name)
+        if not documents:
+            yield (
+                f"endpoint {service} has no endpoint policy: the default allows any principal "
+                "to reach any resource (of any account) through it",
+                endpoint.urn,
+            )
+        for document in documents:
+            for problem in _policy_violations(document):
+                yield f"endpoint {service}: {problem}", endpoint.urn
+
+
+def sources_of(
+    target: PolicyResource, candidates: Iterable[PolicyResource], prop: str
+) -> list[PolicyResource]:
+    """The `candidates` whose `prop` comes from `target`."""
+    return [c for c in candidates if depends_on(c, prop, target)]
+
+
 # --- identity, keys, logs, alarms --------------------------------------------------
 
 
@@ -583,6 +702,11 @@ def logs_retention(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
         yield "retentionInDays must be set (log groups must not keep logs forever by accident)"
 
 
+def logs_encrypted(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
+    if not props.get("kmsKeyId"):
+        yield "kmsKeyId must name the stack's log key (customer-managed KMS)"
+
+
 def alarms_notify(props: Props, _: ResourceValidationArgs) -> Iterator[str]:
     if not props.get("alarmActions"):
         yield "alarmActions must notify someone (the alarm SNS topic)"
@@ -621,7 +745,7 @@ def leading_indicator_alarms(
     for namespace, metric, what in REQUIRED_ALARM_METRICS:
         if (namespace, metric) not in watched:
             yield f"no alarm watches {what} ({namespace} {metric})", None
-    dlqs = [q for q in of_type(resources, SQS_QUEUE) if role_of(q.props) == ROLE_DEAD_LETTER_QUEUE]
+    dlqs = [q for q in of_type(resources, SQS_QUEUE) if role_of(q.props) in DEAD_LETTER_QUEUE_ROLES]
     for dlq in dlqs:
         if not any(_watches_dead_letter_queue(alarm, [dlq]) for alarm in alarms):
             yield f"no alarm watches the depth of dead-letter queue {dlq.name}", dlq.urn
@@ -711,6 +835,18 @@ POLICIES: Final[list[Policy]] = [
         ecs_secrets_not_in_environment,
     ),
     resource_policy(
+        "ecs-db-tls-verified",
+        "Containers that connect to PostgreSQL verify its certificate and host (verify-full).",
+        [ECS_TASK_DEFINITION],
+        ecs_db_tls_verified,
+    ),
+    resource_policy(
+        "db-master-secret-migrator-only",
+        "Only the migrator task gets the RDS master secret.",
+        [ECS_TASK_DEFINITION],
+        db_master_secret_migrator_only,
+    ),
+    resource_policy(
         "ecs-image-pinned-in-prod",
         "Prod container images are pinned by digest.",
         [ECS_TASK_DEFINITION],
@@ -734,6 +870,18 @@ POLICIES: Final[list[Policy]] = [
         ecs_service_health_checks,
     ),
     resource_policy(
+        "alb-access-logs",
+        "Application load balancers write access logs to a bucket.",
+        [LOAD_BALANCER],
+        alb_access_logs,
+    ),
+    resource_policy(
+        "scheduled-tasks-dead-letter",
+        "Schedules that run ECS tasks send failed invocations to a dead-letter queue.",
+        [SCHEDULE],
+        scheduled_tasks_dead_letter,
+    ),
+    resource_policy(
         "alb-listener-tls",
         "HTTPS listeners use TLS 1.2+; in prod, HTTP listeners only redirect to HTTPS.",
         [LISTENER],
@@ -744,6 +892,11 @@ POLICIES: Final[list[Policy]] = [
         "Only the load balancer is open to the internet, and only on 80/443.",
         [INGRESS_RULE, SECURITY_GROUP],
         sg_no_open_ingress,
+    ),
+    stack_policy(
+        "vpc-endpoint-policies",
+        "Every VPC endpoint has a policy naming actions and resources (no full access).",
+        vpc_endpoint_policies,
     ),
     stack_policy(
         "db-reachable-only-from-app-tiers",
@@ -758,6 +911,9 @@ POLICIES: Final[list[Policy]] = [
         iam_least_privilege,
     ),
     resource_policy("logs-retention", "Log groups have a retention.", [LOG_GROUP], logs_retention),
+    resource_policy(
+        "logs-encrypted", "Log groups are encrypted with a KMS key.", [LOG_GROUP], logs_encrypted
+    ),
     resource_policy(
         "alarms-notify", "Alarms notify the alarm topic.", [METRIC_ALARM], alarms_notify
     ),

@@ -142,6 +142,7 @@ _COMPUTED: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     "aws:cloudwatch/logGroup:LogGroup": _log_group,
     "aws:lb/loadBalancer:LoadBalancer": lambda name, _i: {
         "dnsName": f"{name}-1234567890.{REGION}.elb.amazonaws.com",
+        "zoneId": "Z32O12XQLNTSW2",
         "arnSuffix": f"app/{name}/0123456789abcdef",
         "arn": _arn("elasticloadbalancing", f"loadbalancer/app/{name}/0123456789abcdef"),
     },
@@ -152,6 +153,9 @@ _COMPUTED: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     "aws:ec2/vpcEndpoint:VpcEndpoint": lambda name, _i: {"prefixListId": "pl-6da54004"},
     "aws:ec2/eip:Eip": lambda name, _i: {"allocationId": f"eipalloc-{name}"},
     "aws:s3/bucket:Bucket": lambda name, _i: {"bucket": name, "arn": f"arn:aws:s3:::{name}"},
+    "aws:secretsmanager/secret:Secret": lambda name, _i: {
+        "arn": _arn("secretsmanager", f"secret:{name}-AbCdEf")
+    },
     "aws:iam/role:Role": lambda name, _i: {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"},
     "aws:kms/key:Key": lambda name, _i: {"keyId": f"key-{name}", "arn": _arn("kms", f"key/{name}")},
     "aws:ecs/cluster:Cluster": lambda name, _i: {"arn": _arn("ecs", f"cluster/{name}")},
@@ -197,6 +201,10 @@ _CALLS: dict[str, dict[str, Any]] = {
         "dnsSuffix": "amazonaws.com",
         "reverseDnsPrefix": "com.amazonaws",
         "id": "aws",
+    },
+    "aws:secretsmanager/getRandomPassword:getRandomPassword": {
+        "randomPassword": "mock-generated-password-not-a-secret",
+        "id": "mock",
     },
     "aws:index/getAvailabilityZones:getAvailabilityZones": {
         "names": list(ZONES),

@@ -17,9 +17,12 @@ from infra import outputs
 from infra.tagging import (
     ENV_DEV,
     ENV_PROD,
+    ROLE_ACCESS_LOGS,
     ROLE_DATABASE,
     ROLE_DEAD_LETTER_QUEUE,
     ROLE_LOAD_BALANCER,
+    ROLE_MIGRATOR,
+    ROLE_SCHEDULE_DEAD_LETTER_QUEUE,
     ROLE_TASK_QUEUE,
     ROLE_WEB,
     TAG_ENVIRONMENT,
@@ -165,6 +168,10 @@ def redrive_allow() -> Res:
 BUCKET: Final = "aws:s3/bucket:Bucket"
 
 
+def access_log_bucket() -> Res:
+    return Res(BUCKET, {"tags": {**PROD, TAG_ROLE: ROLE_ACCESS_LOGS}}, name="bucket", protect=True)
+
+
 def bucket(protect: bool = True, tags: dict[str, str] | None = None) -> Res:
     return Res(BUCKET, {"tags": tags if tags is not None else PROD}, name="bucket", protect=protect)
 
@@ -243,16 +250,38 @@ TASK_DEFINITION: Final = "aws:ecs/taskDefinition:TaskDefinition"
 HEALTH: Final = {"command": ["CMD", "true"], "interval": 15.0}
 
 
+GOOD_DB_ENV: Final = [
+    {"name": "PGHOST", "value": "db"},
+    {"name": "PGSSLMODE", "value": "verify-full"},
+    {"name": "PGSSLROOTCERT", "value": outputs.RDS_CA_BUNDLE_PATH},
+]
+APP_SECRET: Final = "arn:aws:secretsmanager:eu-west-1:1:secret:app-AbCdEf"
+MASTER_SECRET: Final = "arn:aws:secretsmanager:eu-west-1:1:secret:rds!db-0a1b-AbCdEf"
+
+
 def container(**changes: Any) -> dict[str, Any]:
     base = {
         "name": "web",
         "image": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/rollgate@{DIGEST}",
         "essential": True,
-        "environment": [{"name": "PGHOST", "value": "db"}],
-        "secrets": [{"name": "PGPASSWORD", "valueFrom": "arn:aws:secretsmanager:x:password::"}],
+        "environment": GOOD_DB_ENV,
+        "secrets": [{"name": "PGPASSWORD", "valueFrom": f"{APP_SECRET}:password::"}],
         "healthCheck": HEALTH,
     }
     return with_(base, **changes)
+
+
+def env_without(name: str, **replace: str) -> list[dict[str, str]]:
+    """GOOD_DB_ENV without `name`, with `replace` values swapped in."""
+    return [
+        {"name": e["name"], "value": replace.get(e["name"], e["value"])}
+        for e in GOOD_DB_ENV
+        if e["name"] != name
+    ]
+
+
+def master_secret() -> list[dict[str, str]]:
+    return [{"name": "PGPASSWORD", "valueFrom": f"{MASTER_SECRET}:password::"}]
 
 
 def task_definition(tags: dict[str, str] | None = None, **changes: Any) -> Res:
@@ -279,12 +308,13 @@ def service(**changes: Any) -> Res:
     return Res(SERVICE, with_(GOOD_SERVICE, **changes), name="svc", deps={"taskDefinition": ["td"]})
 
 
-def schedule(assign_public_ip: bool = False) -> Res:
+def schedule(assign_public_ip: bool = False, dead_letter: bool = True) -> Res:
     return Res(
         "aws:scheduler/schedule:Schedule",
         {
             "target": {
                 "arn": "arn:cluster",
+                **({"deadLetterConfig": {"arn": "arn:aws:sqs:x:1:dl"}} if dead_letter else {}),
                 "ecsParameters": {
                     "taskDefinitionArn": "arn:td:1",
                     "networkConfiguration": {"subnets": ["s"], "assignPublicIp": assign_public_ip},
@@ -420,6 +450,56 @@ def all_alarms(dlq_queue_name: str = "dlq", skip: str | None = None) -> list[Res
     return [r for r in fixture if r.name != skip]
 
 
+ENDPOINT: Final = "aws:ec2/vpcEndpoint:VpcEndpoint"
+SCOPED_ENDPOINT_POLICY: Final = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": ["sqs:SendMessage"],
+            "Resource": ["arn:aws:sqs:eu-west-1:1:tasks"],
+            "Condition": {"StringEquals": {"aws:PrincipalAccount": "1"}},
+        }
+    ],
+}
+FULL_ACCESS_POLICY: Final = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}],
+}
+
+
+def endpoint(**props: Any) -> Res:
+    return Res(
+        ENDPOINT,
+        {"id": "vpce-1", "serviceName": "com.amazonaws.eu-west-1.sqs", **props},
+        name="endpoint",
+    )
+
+
+def endpoint_policy(document: dict[str, Any], of: str = "endpoint") -> Res:
+    return Res(
+        "aws:ec2/vpcEndpointPolicy:VpcEndpointPolicy",
+        {"vpcEndpointId": "vpce-x", "policy": json.dumps(document)},
+        name="endpoint-policy",
+        deps={"vpcEndpointId": [of]},
+    )
+
+
+def load_balancer(**props: Any) -> Res:
+    return Res(
+        "aws:lb/loadBalancer:LoadBalancer",
+        with_(
+            {
+                "loadBalancerType": "application",
+                "accessLogs": {"bucket": "logs", "prefix": "alb", "enabled": True},
+            },
+            **props,
+        ),
+        name="alb",
+    )
+
+
 # --- the cases --------------------------------------------------------------------
 
 #: policy name -> (passing fixtures, failing fixtures)
@@ -468,7 +548,7 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
         [[queue(receiveWaitTimeSeconds=0.0)], [queue(receiveWaitTimeSeconds=DELETE)]],
     ),
     "sqs-task-queue-redrive": (
-        [[queue()], [dlq()]],
+        [[queue()], [dlq()], [dlq(tags={TAG_ROLE: ROLE_SCHEDULE_DEAD_LETTER_QUEUE})]],
         [
             [queue(redrivePolicy=DELETE)],
             [
@@ -493,11 +573,12 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
         [[bucket()], [bucket(), versioning("Suspended")], [bucket(), versioning(of=None)]],
     ),
     "s3-kms-encryption": (
-        [[bucket(), encryption()]],
+        [[bucket(), encryption()], [access_log_bucket(), encryption("AES256", None)]],
         [
             [bucket()],
             [bucket(), encryption("AES256", None)],
             [bucket(), encryption("aws:kms", None)],
+            [access_log_bucket()],
         ],
     ),
     "s3-public-access-blocked": (
@@ -540,6 +621,24 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
             [task_definition(environment=[{"name": "STRIPE_API_KEY", "value": "x"}])],
         ],
     ),
+    "ecs-db-tls-verified": (
+        [[task_definition()], [task_definition(environment=[{"name": "OTHER", "value": "x"}])]],
+        [
+            [task_definition(environment=env_without("PGSSLMODE"))],
+            [task_definition(environment=env_without("X", PGSSLMODE="require"))],
+            [task_definition(environment=env_without("PGSSLROOTCERT"))],
+        ],
+    ),
+    "db-master-secret-migrator-only": (
+        [
+            [task_definition()],
+            [task_definition(tags={**PROD, TAG_ROLE: ROLE_MIGRATOR}, secrets=master_secret())],
+        ],
+        [
+            [task_definition(secrets=master_secret())],
+            [task_definition(tags={**PROD, TAG_ROLE: ROLE_WEB}, secrets=master_secret())],
+        ],
+    ),
     "ecs-image-pinned-in-prod": (
         [[task_definition()], [task_definition(tags=DEV, image="repo/rollgate:main")]],
         [
@@ -568,6 +667,29 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
     "ecs-service-health-checks": (
         [[task_definition(), service()]],
         [[task_definition(healthCheck=DELETE), service()]],
+    ),
+    "alb-access-logs": (
+        [[load_balancer()], [load_balancer(loadBalancerType="network", accessLogs=DELETE)]],
+        [
+            [load_balancer(accessLogs=DELETE)],
+            [load_balancer(accessLogs={"bucket": "logs", "enabled": False})],
+        ],
+    ),
+    "scheduled-tasks-dead-letter": (
+        [[schedule()]],
+        [[schedule(dead_letter=False)]],
+    ),
+    "vpc-endpoint-policies": (
+        [
+            [endpoint(), endpoint_policy(SCOPED_ENDPOINT_POLICY)],
+            [endpoint(policy=json.dumps(SCOPED_ENDPOINT_POLICY))],
+        ],
+        [
+            [endpoint()],
+            [endpoint(), endpoint_policy(SCOPED_ENDPOINT_POLICY, of="elsewhere")],
+            [endpoint(), endpoint_policy(FULL_ACCESS_POLICY)],
+            [endpoint(policy=json.dumps(FULL_ACCESS_POLICY))],
+        ],
     ),
     "alb-listener-tls": (
         [[https_listener()], [http_listener(REDIRECT, PROD)], [http_listener(FORWARD, DEV)]],
@@ -654,6 +776,10 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
             ],
         ],
     ),
+    "logs-encrypted": (
+        [[Res("aws:cloudwatch/logGroup:LogGroup", {"kmsKeyId": "arn:aws:kms:x:1:key/logs"})]],
+        [[Res("aws:cloudwatch/logGroup:LogGroup", {"retentionInDays": 30.0})]],
+    ),
     "logs-retention": (
         [[Res("aws:cloudwatch/logGroup:LogGroup", {"retentionInDays": 30.0})]],
         [
@@ -675,6 +801,18 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
             all_alarms(skip="5xx"),
             all_alarms(skip="snapshot"),
             all_alarms(dlq_queue_name="tasks"),
+            [
+                *all_alarms(),
+                Res(
+                    QUEUE,
+                    {
+                        **GOOD_DLQ,
+                        "name": "schedule-dl",
+                        "tags": {TAG_ROLE: ROLE_SCHEDULE_DEAD_LETTER_QUEUE},
+                    },
+                    name="schedule-dl",
+                ),
+            ],
         ],
     ),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra import outputs
-from tests.infra.harness import CapturedResource, ProgramRun
+from tests.infra.harness import CapturedResource, ProgramRun, run_program, stack_config
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
@@ -64,10 +64,32 @@ def test_database_cpu_connections_and_storage(run: ProgramRun) -> None:
     assert metric_of(alarm(run, "db-cpu")) == ("AWS/RDS", "CPUUtilization", db)
     assert metric_of(alarm(run, "db-connections")) == ("AWS/RDS", "DatabaseConnections", db)
     storage = alarm(run, "db-free-storage")
-    assert metric_of(storage) == ("AWS/RDS", "FreeStorageSpace", db)
-    allocated_gib = int(run.config.get("dbAllocatedStorageGb", "20"))
-    assert storage["threshold"] == int(allocated_gib * 1024**3 * 0.10)
-    assert storage["comparisonOperator"] == "LessThanThreshold"
+    queries = {q["id"]: q for q in storage["metricQueries"]}
+    metric = queries["free"]["metric"]
+    assert (metric["namespace"], metric["metricName"], metric["dimensions"]) == (
+        "AWS/RDS",
+        "FreeStorageSpace",
+        db,
+    )
+    # Issue 9 #7: relative to the autoscaling ceiling, not 10 % of the initial size.
+    ceiling_gib = {"dev": 100, "prod": 500}[run.stack]
+    floor = int(ceiling_gib * 1024**3 * 0.10)
+    assert f"free < {floor} AND hours_left < 12" in queries["running_out"]["expression"]
+    assert "RATE(free)" in queries["hours_left"]["expression"]
+    assert queries["running_out"]["returnData"] is True
+    assert storage["comparisonOperator"] == "GreaterThanThreshold"
+    assert storage["threshold"] == 0
+
+
+def test_free_storage_follows_the_ceiling_not_the_initial_size() -> None:
+    base = {**stack_config("dev"), "dbAllocatedStorageGb": "20", "dbMaxAllocatedStorageGb": "300"}
+    grown = {**base, "dbAllocatedStorageGb": "200"}
+    expressions = []
+    for config in (base, grown):
+        inputs = run_program(config, "dev").one(ALARM, "-db-free-storage").inputs
+        expressions.append({q["id"]: q for q in inputs["metricQueries"]}["running_out"])
+    assert expressions[0] == expressions[1]  # the initial size plays no part
+    assert f"free < {int(300 * 1024**3 * 0.10)}" in expressions[0]["expression"]
 
 
 def test_bundle_metrics_share_the_names_other_packages_emit(run: ProgramRun) -> None:
@@ -82,12 +104,22 @@ def test_bundle_metrics_share_the_names_other_packages_emit(run: ProgramRun) -> 
 
 
 def test_anomaly_detection_where_a_threshold_would_be_a_guess(run: ProgramRun) -> None:
-    for key in ("db-connections", "restore-seconds"):
-        inputs = alarm(run, key)
-        assert inputs["comparisonOperator"] == "GreaterThanUpperThreshold"
-        band = {q["id"]: q for q in inputs["metricQueries"]}[inputs["thresholdMetricId"]]
-        assert band["expression"].startswith("ANOMALY_DETECTION_BAND(m1")
-        assert "threshold" not in inputs
+    inputs = alarm(run, "db-connections")
+    assert inputs["comparisonOperator"] == "GreaterThanUpperThreshold"
+    band = {q["id"]: q for q in inputs["metricQueries"]}[inputs["thresholdMetricId"]]
+    assert band["expression"].startswith("ANOMALY_DETECTION_BAND(m1")
+    assert "threshold" not in inputs
+
+
+def test_restore_time_alarm_is_the_recovery_time_objective(run: ProgramRun) -> None:
+    """Issue 9 #8: RestoreSeconds arrives once per drill; an anomaly band cannot train."""
+    inputs = alarm(run, "restore-seconds")
+    assert inputs["comparisonOperator"] == "GreaterThanThreshold"
+    assert inputs["threshold"] == 3600
+    assert inputs["statistic"] == "Maximum"
+    assert "metricQueries" not in inputs
+    changed = run_program({**stack_config("dev"), "rtoSeconds": "900"}, "dev")
+    assert changed.one(ALARM, "-restore-seconds").inputs["threshold"] == 900
 
 
 def test_every_alarm_notifies_the_encrypted_topic(run: ProgramRun) -> None:
@@ -96,7 +128,7 @@ def test_every_alarm_notifies_the_encrypted_topic(run: ProgramRun) -> None:
         run.one("aws:kms/key:Key", "-alarms-key").urn
     ]
     alarms = run.of_type(ALARM)
-    assert len(alarms) == 9
+    assert len(alarms) == 10
     for each in alarms:
         assert each.inputs["alarmActions"] == [topic.outputs["arn"]]
         assert each.inputs["okActions"] == [topic.outputs["arn"]]

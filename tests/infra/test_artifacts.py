@@ -7,9 +7,20 @@ import json
 from tests.infra.harness import CapturedResource, ProgramRun
 
 
+def artifacts(run: ProgramRun, type_: str) -> CapturedResource:
+    """The artifact bucket's resource of `type_` (the ALB's access-log bucket has its own)."""
+    found = [r for r in run.of_type(type_) if "-artifacts-" in r.name]
+    assert len(found) == 1, [r.name for r in found]
+    return found[0]
+
+
+def bucket(run: ProgramRun) -> CapturedResource:
+    return artifacts(run, "aws:s3/bucket:Bucket")
+
+
 def companion(run: ProgramRun, type_: str) -> CapturedResource:
-    found = run.one(type_)
-    assert found.property_dependencies["bucket"] == [run.one("aws:s3/bucket:Bucket").urn]
+    found = artifacts(run, type_)
+    assert found.property_dependencies["bucket"] == [bucket(run).urn]
     return found
 
 
@@ -53,9 +64,9 @@ def test_policy_allows_tls_only_after_the_public_access_block(run: ProgramRun) -
     assert statement["Effect"] == "Deny"
     assert statement["Principal"] == "*"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    bucket_arn = run.one("aws:s3/bucket:Bucket").outputs["arn"]
+    bucket_arn = bucket(run).outputs["arn"]
     assert statement["Resource"] == [bucket_arn, f"{bucket_arn}/*"]
-    block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    block = artifacts(run, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
     assert policy.depends_on == [block.urn]
 
 
@@ -65,13 +76,13 @@ def test_old_versions_expire(run: ProgramRun) -> None:
     assert rule["status"] == "Enabled"
     assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == 90
     assert rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
-    versioning = run.one("aws:s3/bucketVersioning:BucketVersioning")
+    versioning = artifacts(run, "aws:s3/bucketVersioning:BucketVersioning")
     assert lifecycle.depends_on == [versioning.urn]
 
 
 def test_never_force_destroyed_and_protected_in_prod(dev: ProgramRun, prod: ProgramRun) -> None:
     for run in (dev, prod):
-        assert run.one("aws:s3/bucket:Bucket").inputs["forceDestroy"] is False
-    assert prod.one("aws:s3/bucket:Bucket").protect is True
+        assert bucket(run).inputs["forceDestroy"] is False
+    assert bucket(prod).protect is True
     assert prod.one("aws:kms/key:Key", "-artifacts-key").protect is True
-    assert dev.one("aws:s3/bucket:Bucket").protect is False
+    assert bucket(dev).protect is False

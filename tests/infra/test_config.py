@@ -9,7 +9,11 @@ from infra.config import (
     CONFIG_KEYS,
     DEFAULT_POSTGRES_MAJOR,
     InvalidConfig,
+    aws_name_problem,
+    derived_name_problems,
+    derived_names,
     parse_config,
+    region_problems,
 )
 from tests.infra.harness import REPO_ROOT, run_program, stack_config
 
@@ -23,7 +27,13 @@ def dev(**overrides: str) -> dict[str, str]:
 
 
 def prod(**overrides: str) -> dict[str, str]:
-    return {"environment": "prod", "image": f"{ECR}@{DIGEST}", "certificateArn": CERT, **overrides}
+    return {
+        "environment": "prod",
+        "image": f"{ECR}@{DIGEST}",
+        "certificateArn": CERT,
+        "domainName": "rollgate.example.com",
+        **overrides,
+    }
 
 
 def problems(raw: dict[str, str], stack: str = "dev") -> tuple[str, ...]:
@@ -45,7 +55,9 @@ def test_default_engine_is_the_postgres_major_rollgate_tests_against() -> None:
 
 
 def test_engine_version_comes_from_config() -> None:
-    config = parse_config(dev(dbEngineVersion="17.4"), stack="dev")
+    config = parse_config(
+        dev(dbEngineVersion="17.4", dbAutoMinorVersionUpgrade="false"), stack="dev"
+    )
     assert config.database.engine_version == "17.4"
     assert config.database.parameter_group_family == "postgres17"
 
@@ -123,8 +135,59 @@ def test_safe_defaults() -> None:
             dev(dbAllocatedStorageGb="200", dbMaxAllocatedStorageGb="100"),
             "dev",
             "rollgate:dbMaxAllocatedStorageGb",
-            ">=",
+            "at least 10 % above",
         ),
+        # Issue 9 #11: RDS rejects a ceiling less than 10 % above the allocated storage.
+        (
+            dev(dbAllocatedStorageGb="100", dbMaxAllocatedStorageGb="105"),
+            "dev",
+            "rollgate:dbMaxAllocatedStorageGb",
+            "must be >= 110",
+        ),
+        (
+            dev(dbAllocatedStorageGb="100", dbMaxAllocatedStorageGb="100"),
+            "dev",
+            "rollgate:dbMaxAllocatedStorageGb",
+            "at least 10 % above",
+        ),
+        # Issue 9 #13: a pinned minor with minor upgrades on breaks the next `up`.
+        (dev(dbEngineVersion="18.1"), "dev", "rollgate:dbEngineVersion", "pins a minor version"),
+        # Issue 9 #5: without protection the whole task timeout must fit the stop timeout.
+        (
+            dev(workerTaskProtection="false"),
+            "dev",
+            "rollgate:workerTimeoutSeconds",
+            "stop timeout",
+        ),
+        # Issue 9 #6: a certificate names a domain; appUrl must use it.
+        (prod(domainName=""), "prod", "rollgate:domainName", "required with certificateArn"),
+        (dev(domainName="Rollgate.Example"), "dev", "rollgate:domainName", "DNS name"),
+        (dev(hostedZoneId="Z123"), "dev", "rollgate:hostedZoneId", "needs domainName"),
+        (
+            dev(domainName="a.example.com", hostedZoneId="zone-1"),
+            "dev",
+            "rollgate:hostedZoneId",
+            "Route 53 zone id",
+        ),
+        (
+            dev(wafWebAclArn="arn:aws:wafv2:eu-west-1:123456789012:global/webacl/x/y"),
+            "dev",
+            "rollgate:wafWebAclArn",
+            "regional WAFv2",
+        ),
+        (
+            dev(webDesiredCount="5", webMaxCount="3"),
+            "dev",
+            "rollgate:webMaxCount",
+            ">= webDesiredCount",
+        ),
+        (dev(webRequestsPerTarget="0"), "dev", "rollgate:webRequestsPerTarget", "between"),
+        (dev(rtoSeconds="10"), "dev", "rollgate:rtoSeconds", "between 60 and 86400"),
+        (dev(dbAppUsername="rollgate"), "dev", "rollgate:dbAppUsername", "three different"),
+        (dev(dbAuditUsername="rds-audit"), "dev", "rollgate:dbAuditUsername", "identifier"),
+        # Issue 9 #12: names derived from the stack name must be valid AWS names.
+        (dev(), "ab-", "stack name", "RDS instance identifier 'rollgate-ab-' must not end"),
+        (dev(), "a--b", "stack name", "two consecutive hyphens"),
         (dev(dbEngineVersion="latest"), "dev", "rollgate:dbEngineVersion", "18 or 18.1"),
         (dev(dbEngineVersion="12"), "dev", "rollgate:dbEngineVersion", ">= 14"),
         (dev(dbUsername="postgres"), "dev", "rollgate:dbUsername", "reserved"),
@@ -165,6 +228,97 @@ def test_invalid_config_names_the_key(
 ) -> None:
     found = problems(raw, stack)
     assert any(p.startswith(key) and fragment in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("allocated", "expected_max"), [("20", 100), ("95", 105), ("100", 110), ("1000", 1100)]
+)
+def test_default_storage_ceiling_is_valid_for_rds(allocated: str, expected_max: int) -> None:
+    """Issue 9 #11: max(100, allocated) gave 100/100 and 95/100, which RDS rejects."""
+    config = parse_config(dev(dbAllocatedStorageGb=allocated), stack="dev").database
+    assert config.max_allocated_storage_gb == expected_max
+    assert config.max_allocated_storage_gb * 10 >= config.allocated_storage_gb * 11
+
+
+def test_pinned_minor_is_accepted_with_minor_upgrades_off() -> None:
+    config = parse_config(
+        dev(dbEngineVersion="18.1", dbAutoMinorVersionUpgrade="false"), stack="dev"
+    )
+    assert config.database.engine_version == "18.1"
+    assert not config.database.auto_minor_version_upgrade
+
+
+def test_worker_timeout_beyond_the_stop_timeout_needs_protection() -> None:
+    protected = parse_config(dev(workerTimeoutSeconds="300"), stack="dev").queue
+    assert protected.worker_task_protection
+    assert protected.worker_stop_timeout_seconds == 120
+    assert protected.worker_protection_minutes == 5
+    short = parse_config(
+        dev(workerTimeoutSeconds="120", workerTaskProtection="false"), stack="dev"
+    ).queue
+    assert short.worker_stop_timeout_seconds == 120
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "fragment"),
+    [
+        ("rollgate-x-", "rds", "end with a hyphen"),
+        ("1rollgate", "rds", "starting with a letter"),
+        ("r" * 64, "rds", "1-63"),
+        ("rollgate_x", "rds", "letters, digits or hyphens"),
+        ("Rollgate-bucket", "s3", "lowercase"),
+        ("rollgate..bucket", "s3", "'..'"),
+        ("192.168.1.1", "s3", "IP address"),
+        ("ab", "s3", "3-63"),
+        ("b" * 64, "s3", "3-63"),
+        ("-rollgate-alb", "elb", "not starting or ending with a hyphen"),
+        ("rollgate-alb-", "elb", "not starting or ending with a hyphen"),
+        ("a" * 33, "elb", "1-32"),
+        ("internal-rollgate", "elb", "internal-"),
+    ],
+)
+def test_aws_naming_rules(name: str, kind: str, fragment: str) -> None:
+    problem = aws_name_problem(name, kind)
+    assert problem is not None and fragment in problem, problem
+
+
+def test_every_name_derived_from_the_stack_name_is_checked() -> None:
+    names = derived_names("rollgate", "prod")
+    assert {kind for _, kind in names.values()} == {"rds", "s3", "elb"}
+    assert all(aws_name_problem(name, kind) is None for name, kind in names.values())
+    assert derived_name_problems("rollgate", "abcdefghij") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "fragment"),
+    [
+        # Issue 9 #14: without NAT the endpoints reach only this region's ECR.
+        (
+            dev(image="123456789012.dkr.ecr.us-east-1.amazonaws.com/rollgate:main"),
+            "rollgate:image",
+            "in us-east-1, but the stack is in eu-west-1 without NAT",
+        ),
+        (
+            prod(certificateArn=CERT.replace("eu-west-1", "us-east-1")),
+            "rollgate:certificateArn",
+            "in its own region",
+        ),
+    ],
+)
+def test_config_the_region_rules_out(raw: dict[str, str], key: str, fragment: str) -> None:
+    stack = raw["environment"]
+    config = parse_config(raw, stack=stack)
+    found = region_problems(config, "eu-west-1")
+    assert any(p.startswith(key) and fragment in p for p in found), found
+    with pytest.raises(InvalidConfig, match=key):
+        run_program(raw, stack)  # the mocked account is in eu-west-1
+
+
+def test_an_image_from_another_region_is_fine_with_nat() -> None:
+    raw = dev(
+        image="123456789012.dkr.ecr.us-east-1.amazonaws.com/rollgate:main", natGateways="single"
+    )
+    assert region_problems(parse_config(raw, stack="dev"), "eu-west-1") == []
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -48,11 +48,32 @@ def test_encryption_and_long_polling(run: ProgramRun) -> None:
 
 def test_queues_deny_requests_without_tls(run: ProgramRun) -> None:
     policies = run.of_type("aws:sqs/queuePolicy:QueuePolicy")
-    assert len(policies) == 2
+    assert len(policies) == 3  # task queue, its DLQ, the audit schedule's DLQ
     for policy in policies:
         statement = json.loads(policy.inputs["policy"])["Statement"][0]
         assert statement["Effect"] == "Deny"
         assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_audit_schedule_has_an_encrypted_dead_letter_queue_with_an_alarm(run: ProgramRun) -> None:
+    """Issue 9 #9: failed RunTask invocations must land somewhere someone is told about."""
+    dlq = run.one(QUEUE, "-schedule-dead-letters")
+    assert dlq.inputs["sqsManagedSseEnabled"] is True
+    assert dlq.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
+    schedule = run.one("aws:scheduler/schedule:Schedule")
+    assert schedule.inputs["target"]["deadLetterConfig"] == {"arn": dlq.outputs["arn"]}
+    alarm = run.one("aws:cloudwatch/metricAlarm:MetricAlarm", "-audit-dead-letters")
+    assert alarm.inputs["dimensions"] == {"QueueName": dlq.outputs["name"]}
+    assert alarm.inputs["metricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm.inputs["threshold"] == 0
+    # Scheduler sends to the DLQ with the schedule's role.
+    policy = run.one("aws:iam/rolePolicy:RolePolicy", "-audit-scheduler-policy")
+    [send] = [
+        s
+        for s in json.loads(policy.inputs["policy"])["Statement"]
+        if s["Action"] == ["sqs:SendMessage"]
+    ]
+    assert send["Resource"] == [dlq.outputs["arn"]]
 
 
 def test_visibility_timeout_is_derived_from_the_worker_timeout(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pulumi_policy import EnforcementLevel
 
+from infra import outputs
 from infra.policy.policies import POLICIES
 from tests.infra.harness import REPO_ROOT, CapturedResource, ProgramRun, run_policies
 from tests.infra.policy_fixtures import CASES, to_captured
@@ -92,6 +93,21 @@ def policies_failing(resources: list[CapturedResource]) -> set[str]:
         ("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy", "", "sqs-dead-letter-queue"),
         ("aws:cloudwatch/metricAlarm:MetricAlarm", "-restore-seconds", "leading-indicator-alarms"),
         ("aws:cloudwatch/metricAlarm:MetricAlarm", "-dlq-not-empty", "leading-indicator-alarms"),
+        (
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            "-audit-dead-letters",
+            "leading-indicator-alarms",
+        ),
+        (
+            "aws:ec2/vpcEndpointPolicy:VpcEndpointPolicy",
+            "-sqs-endpoint-policy",
+            "vpc-endpoint-policies",
+        ),
+        (
+            "aws:ec2/vpcEndpointPolicy:VpcEndpointPolicy",
+            "-s3-endpoint-policy",
+            "vpc-endpoint-policies",
+        ),
     ],
 )
 def test_dropping_a_guard_from_the_program_fails_its_policy(
@@ -119,6 +135,44 @@ def test_database_rule_from_the_load_balancer_fails(prod: ProgramRun) -> None:
         for r in prod.resources
     ]
     assert policies_failing(resources) == {"db-reachable-only-from-app-tiers"}
+
+
+def test_web_task_with_the_master_secret_fails(prod: ProgramRun) -> None:
+    """Issue 9 #1: only the migrate task may connect as the RDS master user."""
+    master = prod.exports[outputs.DB_SECRET_ARN]
+    app = prod.exports[outputs.DB_APP_SECRET_ARN]
+    resources = [
+        replaced(
+            r,
+            inputs={
+                **r.inputs,
+                "containerDefinitions": r.inputs["containerDefinitions"].replace(app, master),
+            },
+        )
+        if r.name.endswith("-app-web-task")
+        else r
+        for r in prod.resources
+    ]
+    assert policies_failing(resources) == {"db-master-secret-migrator-only"}
+
+
+def test_a_task_demanding_less_than_verify_full_fails(prod: ProgramRun) -> None:
+    """Issue 9 #2: `require` encrypts but checks neither the certificate nor the host."""
+    resources = [
+        replaced(
+            r,
+            inputs={
+                **r.inputs,
+                "containerDefinitions": r.inputs["containerDefinitions"].replace(
+                    '"verify-full"', '"require"'
+                ),
+            },
+        )
+        if r.name.endswith("-audit-task")
+        else r
+        for r in prod.resources
+    ]
+    assert policies_failing(resources) == {"ecs-db-tls-verified"}
 
 
 def test_unprotected_prod_database_fails(prod: ProgramRun) -> None:

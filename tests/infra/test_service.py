@@ -75,17 +75,41 @@ def test_image_comes_from_config_and_is_pinned_in_prod(run: ProgramRun, prod: Pr
         assert all("@sha256:" in c["image"] for c in containers(task))
 
 
+#: Which database role's secret each task family gets (issue 9 #1: master only for migrate).
+SECRET_OF_TASK = {
+    "-app-web-task": outputs.DB_APP_SECRET_ARN,
+    "-app-worker-task": outputs.DB_APP_SECRET_ARN,
+    "-audit-task": outputs.DB_AUDIT_SECRET_ARN,
+    "-app-migrate-task": outputs.DB_SECRET_ARN,
+}
+
+
 def test_secrets_come_from_secrets_manager_never_environment(run: ProgramRun) -> None:
-    secret_arn = run.exports[outputs.DB_SECRET_ARN]
-    for task in run.of_type(TASK):
+    assert len(run.of_type(TASK)) == len(SECRET_OF_TASK)
+    for suffix, output in SECRET_OF_TASK.items():
+        task = run.one(TASK, suffix)
+        secret_arn = run.exports[output]
         for c in containers(task):
             names = {e["name"] for e in c["environment"]}
             assert not names & {outputs.SECRET_DB_USER, outputs.SECRET_DB_PASSWORD}
             assert not any("PASSWORD" in n or "SECRET" in n for n in names)
-            assert c["secrets"] == [
+            assert c["secrets"][:2] == [
                 {"name": outputs.SECRET_DB_USER, "valueFrom": f"{secret_arn}:username::"},
                 {"name": outputs.SECRET_DB_PASSWORD, "valueFrom": f"{secret_arn}:password::"},
             ]
+            extra = {s["name"]: s["valueFrom"] for s in c["secrets"][2:]}
+            if suffix == "-app-migrate-task":
+                # The role bootstrap run by the migrate task sets the roles' passwords.
+                app = run.exports[outputs.DB_APP_SECRET_ARN]
+                audit = run.exports[outputs.DB_AUDIT_SECRET_ARN]
+                assert extra == {
+                    outputs.SECRET_DB_APP_USER: f"{app}:username::",
+                    outputs.SECRET_DB_APP_PASSWORD: f"{app}:password::",
+                    outputs.SECRET_DB_AUDIT_USER: f"{audit}:username::",
+                    outputs.SECRET_DB_AUDIT_PASSWORD: f"{audit}:password::",
+                }
+            else:
+                assert extra == {}
 
 
 def test_tasks_know_where_everything_is(run: ProgramRun) -> None:
@@ -93,7 +117,7 @@ def test_tasks_know_where_everything_is(run: ProgramRun) -> None:
     assert env[outputs.ENV_QUEUE_URL] == run.exports[outputs.QUEUE_URL]
     assert env[outputs.ENV_ARTIFACT_BUCKET] == run.exports[outputs.ARTIFACT_BUCKET]
     assert env[outputs.ENV_DB_HOST] == run.exports[outputs.DB_ADDRESS]
-    assert env[outputs.ENV_DB_SSLMODE] == "require"
+    assert env[outputs.ENV_DB_SSLMODE] == "verify-full"
     assert env[outputs.ENV_METRIC_NAMESPACE] == outputs.METRIC_NAMESPACE
     assert env[outputs.ENV_STACK] == run.stack
 
@@ -138,14 +162,14 @@ def test_services_roll_back_on_circuit_breaker_and_alarms(run: ProgramRun) -> No
 def test_worker_scales_on_backlog_per_task(run: ProgramRun) -> None:
     worker = run.one(SERVICE, "-app-worker")
     assert worker.ignore_changes == ["desiredCount"]  # autoscaling owns it
-    target = run.one("aws:appautoscaling/target:Target")
+    target = run.one("aws:appautoscaling/target:Target", "-worker-scaling-target")
     assert target.inputs["minCapacity"] == int(run.config["workerMinCount"])
     assert target.inputs["maxCapacity"] == int(run.config["workerMaxCount"])
     assert (
         target.inputs["resourceId"]
         == f"service/rollgate-{run.stack}-app-cluster/rollgate-{run.stack}-app-worker"
     )
-    policy = run.one("aws:appautoscaling/policy:Policy").inputs
+    policy = run.one("aws:appautoscaling/policy:Policy", "-worker-backlog-scaling").inputs
     assert policy["policyType"] == "TargetTrackingScaling"
     tracking = policy["targetTrackingScalingPolicyConfiguration"]
     assert tracking["targetValue"] == 10
@@ -179,7 +203,7 @@ def test_roles_are_least_privilege(run: ProgramRun) -> None:
     assert "sqs:SendMessage" not in worker_actions
     execution = document("-app-web-execution-policy")
     by_sid = {s["Sid"]: s for s in execution}
-    assert by_sid["ReadDatabaseSecret"]["Resource"] == [run.exports[outputs.DB_SECRET_ARN]]
+    assert by_sid["ReadDatabaseSecret"]["Resource"] == [run.exports[outputs.DB_APP_SECRET_ARN]]
     assert by_sid["PullImage"]["Resource"] == [
         "arn:aws:ecr:eu-west-1:123456789012:repository/rollgate"
     ]
