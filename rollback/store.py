@@ -4,6 +4,7 @@ Every store keeps the same layout under its root::
 
     snapshots/<id>/manifest.json     written last: its presence means "complete"
     snapshots/<id>/files/<name>      the artifact files the manifest lists
+    snapshots/<id>/records/<name>    what happened to it later (verifications, restores)
 
 Uploads are atomic in the sense that matters to a reader: a half-written
 snapshot is never listed.
@@ -41,6 +42,7 @@ from core.errors import CannotRun, CheckFailed
 MANIFEST_NAME = "manifest.json"
 SNAPSHOTS = "snapshots"
 STAGING = ".staging"
+RECORDS = "records"
 
 # Ids are minted by Rollgate, but a store can be edited by hand: an id is
 # never allowed to walk out of its directory or into S3 key syntax tricks.
@@ -88,6 +90,14 @@ class SnapshotStore(Protocol):
 
     def sweep_staging(self) -> list[str]:
         """Remove what interrupted publishes left behind; returns what was removed."""
+        ...
+
+    def put_record(self, snapshot_id: str, name: str, data: bytes) -> None:
+        """Keep a small record beside a snapshot (a verification, a restore); atomic."""
+        ...
+
+    def records(self, snapshot_id: str) -> dict[str, bytes]:
+        """Every record kept beside a snapshot, by name."""
         ...
 
 
@@ -230,6 +240,30 @@ class DirectoryStore:
             removed.append(entry.name)
         return removed
 
+    def put_record(self, snapshot_id: str, name: str, data: bytes) -> None:
+        directory = self._snapshot_dir(check_snapshot_id(snapshot_id))
+        if not (directory / MANIFEST_NAME).is_file():
+            raise SnapshotNotFound(f"no snapshot {snapshot_id} in {self.root}")
+        target = directory / RECORDS / check_file_name(name)
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        try:
+            target.parent.mkdir(exist_ok=True)
+            _write_durably(temporary, data)
+            os.replace(temporary, target)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise StoreError(f"cannot write record {name} of {snapshot_id}: {exc}") from exc
+
+    def records(self, snapshot_id: str) -> dict[str, bytes]:
+        directory = self._snapshot_dir(check_snapshot_id(snapshot_id)) / RECORDS
+        if not directory.is_dir():
+            return {}
+        return {
+            path.name: path.read_bytes()
+            for path in sorted(directory.iterdir())
+            if path.is_file() and not path.name.startswith(".")
+        }
+
     def _snapshot_dir(self, snapshot_id: str) -> Path:
         return self.root / SNAPSHOTS / snapshot_id
 
@@ -353,6 +387,27 @@ class S3Store:
             for keys in orphans.values():
                 self._delete_keys(keys)
         return sorted(orphans)
+
+    def put_record(self, snapshot_id: str, name: str, data: bytes) -> None:
+        check_snapshot_id(snapshot_id)
+        if not self._exists(self._key(snapshot_id, MANIFEST_NAME)):
+            raise SnapshotNotFound(f"no snapshot {snapshot_id} in {self.uri}")
+        with self._errors(f"write record {name} of {snapshot_id}"):
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(snapshot_id, f"{RECORDS}/{check_file_name(name)}"),
+                Body=data,
+                **self._encryption(),
+            )
+
+    def records(self, snapshot_id: str) -> dict[str, bytes]:
+        prefix = self._key(check_snapshot_id(snapshot_id), f"{RECORDS}/")
+        found = {}
+        with self._errors(f"read records of {snapshot_id}"):
+            for key in self._keys(prefix):
+                body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                found[key[len(prefix) :]] = body
+        return found
 
     # --- helpers -----------------------------------------------------------
 

@@ -180,3 +180,15 @@ def test_file_uri_decodes_percent_escapes(tmp_path):
 def test_listing_a_store_that_does_not_exist_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         open_store(str(tmp_path / "nope")).list_ids()
+
+
+def test_records_live_beside_a_snapshot_and_need_one(store):
+    write_snapshot(store, "r1", {"a": b"1"})
+    store.put_record("r1", "verify-1.json", b"{}")
+    store.put_record("r1", "verify-2.json", b"[]")
+    store.put_record("r1", "verify-1.json", b'{"again": 1}')  # replaced, atomically
+    assert store.records("r1") == {"verify-1.json": b'{"again": 1}', "verify-2.json": b"[]"}
+    with pytest.raises(SnapshotNotFound):
+        store.put_record("nope", "x.json", b"{}")
+    with pytest.raises(StoreError, match="invalid artifact file name"):
+        store.put_record("r1", "../escape.json", b"{}")
