@@ -177,14 +177,21 @@ def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any
     return data
 
 
-def restore_dump(dump: Path, dsn: str, *, server_major: int, jobs: int = 2) -> None:
-    """``pg_restore`` a directory dump into the empty database at ``dsn``; errors are fatal."""
+def restore_dump(
+    dump: Path, dsn: str, *, server_major: int, jobs: int = 2, keep_privileges: bool = False
+) -> None:
+    """``pg_restore`` a directory dump into the empty database at ``dsn``; errors are fatal.
+
+    Objects are owned by the restoring role (production's owners may not exist
+    where a snapshot is verified). ``keep_privileges`` restores GRANTs, for a
+    restore onto the production server, where the grantees exist.
+    """
     bin_dir = client_tools_for(server_major)
     args = [
         str(bin_dir / "pg_restore"),
         "--exit-on-error",
         "--no-owner",
-        "--no-privileges",
+        *(() if keep_privileges else ("--no-privileges",)),
         f"--jobs={jobs}",
         f"--dbname={dsn}",
         str(dump),
