@@ -5,6 +5,7 @@ Every store keeps the same layout under its root::
     snapshots/<id>/manifest.json     written last: its presence means "complete"
     snapshots/<id>/files/<name>      the artifact files the manifest lists
     snapshots/<id>/records/<name>    what happened to it later (verifications, restores)
+    logs/<log>/<name>                append-only logs (rollbacks, gate reports, audits)
 
 Uploads are atomic in the sense that matters to a reader: a half-written
 snapshot is never listed.
@@ -43,6 +44,7 @@ MANIFEST_NAME = "manifest.json"
 SNAPSHOTS = "snapshots"
 STAGING = ".staging"
 RECORDS = "records"
+LOGS = "logs"
 
 # Ids are minted by Rollgate, but a store can be edited by hand: an id is
 # never allowed to walk out of its directory or into S3 key syntax tricks.
@@ -58,6 +60,10 @@ class StoreError(CannotRun):
 
 class SnapshotNotFound(CheckFailed):
     """No complete snapshot with that id is in the store."""
+
+
+class LogEntryExists(CheckFailed):
+    """Another writer appended that entry first; re-read the log and try again."""
 
 
 class SnapshotStore(Protocol):
@@ -98,6 +104,14 @@ class SnapshotStore(Protocol):
 
     def records(self, snapshot_id: str) -> dict[str, bytes]:
         """Every record kept beside a snapshot, by name."""
+        ...
+
+    def create_log_entry(self, log: str, name: str, data: bytes) -> None:
+        """Write ``logs/<log>/<name>`` only if it does not exist (``LogEntryExists``)."""
+        ...
+
+    def log_entries(self, log: str) -> list[tuple[str, bytes]]:
+        """Every entry of ``logs/<log>/``, sorted by name."""
         ...
 
 
@@ -264,6 +278,34 @@ class DirectoryStore:
             if path.is_file() and not path.name.startswith(".")
         }
 
+    def create_log_entry(self, log: str, name: str, data: bytes) -> None:
+        directory = self.root / LOGS / check_snapshot_id(log)
+        target = directory / check_file_name(name)
+        temporary = directory / f".{name}.{secrets.token_hex(4)}"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_durably(temporary, data)
+            # link(2) fails if the name exists: exclusive, and the entry appears
+            # complete or not at all (a crash leaves only a dot-file).
+            os.link(temporary, target)
+            _fsync_directory(directory)
+        except FileExistsError:
+            raise LogEntryExists(f"{target}: already written by another writer") from None
+        except OSError as exc:
+            raise StoreError(f"cannot append to log {log} in {self.root}: {exc}") from exc
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def log_entries(self, log: str) -> list[tuple[str, bytes]]:
+        directory = self.root / LOGS / check_snapshot_id(log)
+        if not directory.is_dir():
+            return []
+        return [
+            (path.name, path.read_bytes())
+            for path in sorted(directory.iterdir())
+            if path.is_file() and not path.name.startswith(".")
+        ]
+
     def _snapshot_dir(self, snapshot_id: str) -> Path:
         return self.root / SNAPSHOTS / snapshot_id
 
@@ -408,6 +450,36 @@ class S3Store:
                 body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
                 found[key[len(prefix) :]] = body
         return found
+
+    def create_log_entry(self, log: str, name: str, data: bytes) -> None:
+        key = "/".join(
+            p for p in (self.prefix, LOGS, check_snapshot_id(log), check_file_name(name)) if p
+        )
+        from botocore.exceptions import ClientError
+
+        try:
+            # If-None-Match: * makes S3 refuse to overwrite: two writers racing
+            # for one sequence number cannot both win.
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **self._encryption()
+            )
+        except ClientError as exc:
+            if _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise LogEntryExists(
+                    f"{self.uri}: {key} already written by another writer"
+                ) from None
+            raise StoreError(f"{self.uri}: cannot append to log {log}: {exc}") from exc
+        except Exception as exc:
+            raise StoreError(f"{self.uri}: cannot append to log {log}: {exc}") from exc
+
+    def log_entries(self, log: str) -> list[tuple[str, bytes]]:
+        prefix = "/".join(p for p in (self.prefix, LOGS, check_snapshot_id(log)) if p) + "/"
+        entries = []
+        with self._errors(f"read log {log}"):
+            for key in sorted(self._keys(prefix)):
+                body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                entries.append((key[len(prefix) :], body))
+        return entries
 
     # --- helpers -----------------------------------------------------------
 
