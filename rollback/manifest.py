@@ -1,0 +1,220 @@
+"""A snapshot's manifest: what it protects, what it holds, and how to prove it.
+
+The manifest is the snapshot's contract with whoever restores it. It records:
+
+* the snapshot id and when it was taken;
+* the release it protects: bundle commit, app image, schema version and the
+  checksums of every applied migration (from Rollgate's history);
+* the source server's version and the catalog fingerprint (``db.catalog``);
+* per table, the row count and an order-independent content checksum
+  (``db.checksums``), all read in the dump's own snapshot;
+* the size and sha256 of every artifact file;
+* the replication slot (and its LSN) opened at the dump's consistent point,
+  from which writes made after the snapshot can be replayed;
+* which columns were masked, if any, and the timings.
+
+It never holds a secret: no DSN, no password, no host credentials.
+
+**Integrity.** ``to_json`` writes canonical JSON with a ``manifest_sha256``
+over everything else, so a manifest edited by hand (or a flipped bit in it)
+is refused by ``from_json`` before anything trusts it. Artifact files are
+checked against their recorded size and sha256 by ``check_files``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import CheckFailed
+from db.checksums import TableChecksum
+
+MANIFEST_FORMAT = 1
+_HASH_CHUNK = 4 * 1024 * 1024
+
+
+class CorruptSnapshot(CheckFailed):
+    """A snapshot's manifest or artifact files are not what was recorded."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """The release a snapshot protects."""
+
+    bundle_commit: str | None = None
+    app_image: str | None = None
+    schema_version: int | None = None  # None: the database has no Rollgate history
+    migrations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReplicationSlot:
+    """The logical slot opened at the dump's consistent point (see issue: replay)."""
+
+    name: str
+    plugin: str
+    consistent_lsn: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    created_at: str
+    database: str
+    server_version: str
+    server_major: int
+    catalog_fingerprint: str
+    release: Release
+    tables: tuple[TableChecksum, ...]
+    files: tuple[ArtifactFile, ...]
+    dump_format: str = "directory"
+    slot: ReplicationSlot | None = None
+    masked_columns: tuple[str, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def total_rows(self) -> int:
+        return sum(table.rows for table in self.tables)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.size for item in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["release"]["migrations"] = dict(self.release.migrations)
+        data["timings"] = dict(self.timings)
+        data["tables"] = [table.to_dict() for table in self.tables]
+        return data
+
+    def to_json(self) -> bytes:
+        """Canonical JSON with a self-hash; byte-identical for equal manifests."""
+        body = self.to_dict()
+        body["manifest_sha256"] = _self_hash(body)
+        return (json.dumps(body, sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, source: str = "manifest.json") -> Manifest:
+        """Parse and check a manifest; ``CorruptSnapshot`` names what is wrong."""
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptSnapshot(
+                f"{source}: not valid JSON ({exc}); the manifest is damaged"
+            ) from exc
+        if not isinstance(data, dict):
+            raise CorruptSnapshot(f"{source}: not a manifest (a JSON object was expected)")
+        recorded = data.pop("manifest_sha256", None)
+        if recorded != _self_hash(data):
+            raise CorruptSnapshot(
+                f"{source}: edited or damaged: its manifest_sha256 does not match its content; "
+                "a manifest must never be edited by hand",
+                details={"file": source},
+            )
+        if data.get("format") != MANIFEST_FORMAT:
+            raise CorruptSnapshot(
+                f"{source}: manifest format {data.get('format')!r}; this Rollgate reads "
+                f"format {MANIFEST_FORMAT}"
+            )
+        try:
+            release = data["release"]
+            slot = data.get("slot")
+            return cls(
+                id=str(data["id"]),
+                created_at=str(data["created_at"]),
+                database=str(data["database"]),
+                server_version=str(data["server_version"]),
+                server_major=int(data["server_major"]),
+                catalog_fingerprint=str(data["catalog_fingerprint"]),
+                release=Release(
+                    bundle_commit=release.get("bundle_commit"),
+                    app_image=release.get("app_image"),
+                    schema_version=release.get("schema_version"),
+                    migrations={k: dict(v) for k, v in release.get("migrations", {}).items()},
+                ),
+                tables=tuple(TableChecksum.from_dict(t) for t in data["tables"]),
+                files=tuple(ArtifactFile(**f) for f in data["files"]),
+                dump_format=str(data.get("dump_format", "directory")),
+                slot=ReplicationSlot(**slot) if slot else None,
+                masked_columns=tuple(data.get("masked_columns", ())),
+                timings=dict(data.get("timings", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptSnapshot(f"{source}: missing or malformed field: {exc}") from exc
+
+
+def describe_files(directory: Path) -> tuple[ArtifactFile, ...]:
+    """Size and sha256 of every file under ``directory``, by relative POSIX name."""
+    files = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        files.append(
+            ArtifactFile(
+                name=path.relative_to(directory).as_posix(),
+                size=path.stat().st_size,
+                sha256=sha256_of(path),
+            )
+        )
+    return tuple(files)
+
+
+def check_files(expected: Sequence[ArtifactFile], directory: Path, *, snapshot_id: str) -> None:
+    """Refuse, naming the file, anything missing, truncated, grown or altered.
+
+    Sizes first (cheap: a truncation is named without reading the file), then
+    sha256. Files in ``directory`` that the manifest does not list are refused
+    too: a restore must read exactly what was recorded.
+    """
+    problems = []
+    listed = {item.name for item in expected}
+    for item in expected:
+        path = directory / item.name
+        if not path.is_file():
+            problems.append(f"{item.name}: missing")
+            continue
+        size = path.stat().st_size
+        if size != item.size:
+            kind = "truncated" if size < item.size else "grown"
+            problems.append(f"{item.name}: {kind} ({size} bytes, recorded {item.size})")
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = path.relative_to(directory).as_posix()
+        if name not in listed:
+            problems.append(f"{name}: not listed in the manifest")
+    if not problems:
+        for item in expected:
+            actual = sha256_of(directory / item.name)
+            if actual != item.sha256:
+                problems.append(
+                    f"{item.name}: content changed (sha256 {actual[:12]}, "
+                    f"recorded {item.sha256[:12]})"
+                )
+    if problems:
+        listed_problems = "; ".join(problems)
+        raise CorruptSnapshot(
+            f"snapshot {snapshot_id} is corrupt, nothing was restored: {listed_problems}",
+            details={"snapshot": snapshot_id, "problems": problems},
+        )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as reader:
+        while chunk := reader.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _self_hash(body: Mapping[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()

@@ -1,0 +1,250 @@
+"""Proving a snapshot works: restore it somewhere disposable and compare with its manifest.
+
+Only a verified snapshot is warm. ``verify_snapshot``:
+
+1. reads the manifest (refusing an edited one) and checks every artifact
+   file's size and sha256 *before* anything is restored, naming the file that
+   is missing, truncated or altered;
+2. restores it with ``pg_restore -j`` into a fresh database on a throwaway
+   Postgres (either backend), as the dump's owner-less, privilege-less form,
+   so roles that exist only in production do not matter;
+3. compares the restored catalog fingerprint, and every table's row count and
+   content checksum, with the manifest;
+4. runs the verify scripts of the snapshot's schema version, when the
+   migrations given are the ones the snapshot's history recorded;
+5. records the verification (when, where, how long the restore took, the
+   verdict) beside the snapshot in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.errors import ToolUnavailable
+from core.pgtools import client_tools_for
+from core.postgres import connect
+from core.progress import Progress, silent
+from db.catalog import read_catalog
+from db.checksums import compare_checksums, table_checksums
+from db.errors import MigrationFailed
+from db.migrations import Migration
+from db.sqlfile import execute_script
+from db.throwaway import ThrowawayPostgres, create_database, drop_database
+from rollback.manifest import Manifest, check_files
+from rollback.snapshot import DUMP_DIRECTORY
+from rollback.store import DirectoryStore, SnapshotStore
+
+VERIFICATION_PREFIX = "verification-"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    snapshot_id: str
+    backend: str
+    restore_seconds: float
+    total_seconds: float
+    problems: tuple[str, ...] = ()
+    verify_scripts: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    verified_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
+    )
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot_id,
+            "ok": self.ok,
+            "backend": self.backend,
+            "verified_at": self.verified_at,
+            "restore_seconds": round(self.restore_seconds, 3),
+            "total_seconds": round(self.total_seconds, 3),
+            "problems": list(self.problems),
+            "verify_scripts": list(self.verify_scripts),
+            "notes": list(self.notes),
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def load_manifest(store: SnapshotStore, snapshot_id: str) -> Manifest:
+    """The snapshot's manifest, checked for edits; errors name the store and id."""
+    raw = store.read_manifest(snapshot_id)
+    return Manifest.from_json(raw, source=f"{store.uri}/snapshots/{snapshot_id}/manifest.json")
+
+
+@contextmanager
+def checked_artifacts(store: SnapshotStore, manifest: Manifest) -> Iterator[Path]:
+    """A local directory holding the snapshot's files, each checked against the manifest."""
+    if isinstance(store, DirectoryStore):
+        directory = store.local_path(manifest.id, "x").parent
+        check_files(manifest.files, directory, snapshot_id=manifest.id)
+        yield directory
+        return
+    directory = Path(tempfile.mkdtemp(prefix=f"rollgate-fetch-{manifest.id}-"))
+    try:
+        for item in manifest.files:
+            store.fetch(manifest.id, item.name, directory / item.name)
+        check_files(manifest.files, directory, snapshot_id=manifest.id)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def verify_snapshot(
+    store: SnapshotStore,
+    snapshot_id: str,
+    server: ThrowawayPostgres,
+    *,
+    migrations: Sequence[Migration] = (),
+    jobs: int = 2,
+    record: bool = True,
+    progress: Progress = silent,
+) -> VerifyReport:
+    """Restore-test ``snapshot_id`` on ``server``; the report lists every problem found."""
+    started = time.monotonic()
+    manifest = load_manifest(store, snapshot_id)
+    problems: list[str] = []
+    notes: list[str] = []
+    ran: list[str] = []
+    progress(f"checking the {len(manifest.files)} artifact files of {snapshot_id}")
+    with checked_artifacts(store, manifest) as files:
+        name = f"verify_{secrets.token_hex(4)}"
+        dsn = create_database(server, name)
+        try:
+            progress(f"restoring into a throwaway database ({server.backend}, -j{jobs})")
+            restore_started = time.monotonic()
+            restore_dump(files / DUMP_DIRECTORY, dsn, server_major=server.major_version, jobs=jobs)
+            restore_seconds = time.monotonic() - restore_started
+            progress("comparing catalog and checksums with the manifest")
+            with connect(dsn) as conn:
+                problems += _compare(manifest, conn)
+                ran, script_problems, script_notes = _run_verify_scripts(conn, manifest, migrations)
+                problems += script_problems
+                notes += script_notes
+        finally:
+            drop_database(server, name)
+    if server.major_version != manifest.server_major:
+        notes.append(
+            f"restored on PostgreSQL {server.major_version}; the snapshot is from "
+            f"{manifest.server_major}: catalog text can differ between majors"
+        )
+    report = VerifyReport(
+        snapshot_id=snapshot_id,
+        backend=server.backend,
+        restore_seconds=restore_seconds,
+        total_seconds=time.monotonic() - started,
+        problems=tuple(problems),
+        verify_scripts=tuple(ran),
+        notes=tuple(notes),
+    )
+    if record:
+        stamp = report.verified_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+        store.put_record(
+            snapshot_id,
+            f"{VERIFICATION_PREFIX}{stamp}.json",
+            json.dumps(report.to_dict(), indent=2, sort_keys=True).encode(),
+        )
+    return report
+
+
+def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any] | None:
+    """The newest recorded verification of a snapshot, or None if it was never verified."""
+    records = store.records(snapshot_id)
+    names = sorted(name for name in records if name.startswith(VERIFICATION_PREFIX))
+    if not names:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(records[names[-1]])
+    except (ValueError, UnicodeDecodeError):
+        return None  # an unreadable record proves nothing: treated as never verified
+    return data
+
+
+def restore_dump(
+    dump: Path, dsn: str, *, server_major: int, jobs: int = 2, keep_privileges: bool = False
+) -> None:
+    """``pg_restore`` a directory dump into the empty database at ``dsn``; errors are fatal.
+
+    Objects are owned by the restoring role (production's owners may not exist
+    where a snapshot is verified). ``keep_privileges`` restores GRANTs, for a
+    restore onto the production server, where the grantees exist.
+    """
+    bin_dir = client_tools_for(server_major)
+    args = [
+        str(bin_dir / "pg_restore"),
+        "--exit-on-error",
+        "--no-owner",
+        *(() if keep_privileges else ("--no-privileges",)),
+        f"--jobs={jobs}",
+        f"--dbname={dsn}",
+        str(dump),
+    ]
+    result = subprocess.run(args, capture_output=True, check=False)
+    if result.returncode != 0:
+        reason = " ".join(result.stderr.decode("utf-8", "replace").split())[-2000:]
+        raise ToolUnavailable(f"pg_restore failed (exit {result.returncode}): {reason}")
+
+
+def _compare(manifest: Manifest, conn: Any) -> list[str]:
+    problems = []
+    fingerprint = read_catalog(conn).fingerprint()
+    if fingerprint != manifest.catalog_fingerprint:
+        problems.append(
+            f"restored catalog fingerprint {fingerprint[:12]} differs from the manifest's "
+            f"{manifest.catalog_fingerprint[:12]}"
+        )
+    for difference in compare_checksums(manifest.tables, table_checksums(conn)):
+        problems.append(difference.describe())
+    return problems
+
+
+def _run_verify_scripts(
+    conn: Any, manifest: Manifest, migrations: Sequence[Migration]
+) -> tuple[list[str], list[str], list[str]]:
+    """(ran, problems, notes): verify scripts of the snapshot's migrations, read-only."""
+    recorded = manifest.release.migrations
+    if manifest.release.schema_version is None:
+        return [], [], ["no Rollgate history in the snapshot: no verify scripts to run"]
+    by_label = {m.label: m for m in migrations}
+    mismatched = [
+        label
+        for label, sums in recorded.items()
+        if label not in by_label or dict(by_label[label].checksums) != dict(sums)
+    ]
+    if mismatched:
+        # Fail closed: a check that could not run is not a pass.
+        return (
+            [],
+            [
+                "verify scripts could not run: the migrations given differ from those the "
+                f"snapshot recorded ({', '.join(mismatched)}); pass the release's --migrations"
+            ],
+            [],
+        )
+    ran, problems = [], []
+    for label in recorded:
+        try:
+            with conn.transaction(force_rollback=True):
+                execute_script(conn, by_label[label].verify)
+        except MigrationFailed as exc:
+            problems.append(f"verify script of {label} failed on the restored copy: {exc.message}")
+            continue
+        ran.append(label)
+    return ran, problems, []
