@@ -139,6 +139,7 @@ CREATE TABLE {HISTORY_QUALIFIED} (
     applied_at timestamptz NOT NULL DEFAULT now(),
     duration_ms integer,
     applied_by text NOT NULL,
+    xid bigint,
     CONSTRAINT schema_migrations_pkey PRIMARY KEY (version),
     CONSTRAINT schema_migrations_state_valid CHECK (state IN ('applied', 'applying', 'reverting'))
 )
@@ -538,6 +539,7 @@ class MigrationRunner:
         try:
             table = self._history_table()
             if table == HISTORY_QUALIFIED:
+                self._add_xid_column()
                 return
             self._require_create_privilege()
             with self.conn.transaction():
@@ -550,6 +552,7 @@ class MigrationRunner:
                 else:
                     self.conn.execute(_HISTORY_DDL.encode())
             if table == LEGACY_HISTORY:
+                self._add_xid_column()
                 self.progress(
                     f"moved Rollgate's history from {LEGACY_HISTORY} to {HISTORY_QUALIFIED} "
                     "(its own schema, clear of other tools' schema_migrations)"
@@ -561,6 +564,26 @@ class MigrationRunner:
                 f"GRANT USAGE, CREATE ON SCHEMA {HISTORY_SCHEMA} TO the role (and for a "
                 f"legacy {LEGACY_HISTORY}, run once as its owner)",
             ) from exc
+
+    def _add_xid_column(self) -> None:
+        """History made before xids were recorded gains the column (empty for old rows).
+
+        A migration's transaction id lets a rollback by restore tell the
+        migration's own row changes from the application's when it replays
+        the writes made since a snapshot.
+        """
+        shape = _relation_shape(self.conn, HISTORY_SCHEMA, HISTORY_TABLE)
+        if shape is not None and "xid" not in shape[1]:
+            self.conn.execute(f"ALTER TABLE {HISTORY_QUALIFIED} ADD COLUMN xid bigint".encode())
+
+    def applied_xids(self) -> dict[int, int]:
+        """Transaction id of each migration that recorded one (transactional ones)."""
+        if self._history_table() != HISTORY_QUALIFIED:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT version, xid FROM {HISTORY_QUALIFIED} WHERE xid IS NOT NULL".encode()
+        ).fetchall()
+        return {int(version): int(xid) for version, xid in rows}
 
     def _require_create_privilege(self) -> None:
         """The role may create the history schema (or, if it exists, the table in it)."""
@@ -879,12 +902,15 @@ class MigrationRunner:
 
     def _record(self, migration: Migration, state: str, duration_ms: int | None) -> None:
         self.conn.execute(
+            # xid: the transaction writing this row. For a transactional
+            # migration that is the migration's own transaction.
             f"INSERT INTO {HISTORY_QUALIFIED} AS h (version, name, state, up_sha256, "
-            "down_sha256, verify_sha256, applied_at, duration_ms, applied_by) "
-            "VALUES (%s, %s, %s, %s, %s, %s, now(), %s, %s) "
+            "down_sha256, verify_sha256, applied_at, duration_ms, applied_by, xid) "
+            "VALUES (%s, %s, %s, %s, %s, %s, now(), %s, %s, "
+            "pg_current_xact_id_if_assigned()::text::bigint) "
             "ON CONFLICT (version) DO UPDATE SET state = EXCLUDED.state, "
             "applied_at = EXCLUDED.applied_at, duration_ms = EXCLUDED.duration_ms, "
-            "applied_by = EXCLUDED.applied_by".encode(),
+            "applied_by = EXCLUDED.applied_by, xid = EXCLUDED.xid".encode(),
             (
                 migration.version,
                 migration.name,

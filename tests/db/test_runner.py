@@ -760,3 +760,34 @@ def test_migrate_plan_fingerprint_flag_pins_the_reviewed_plan(
     assert code == 1
     assert "the database changed since you confirmed the plan" in err
     assert [r[0] for r in history(fresh_dsn)] == [1]
+
+
+def test_a_transactional_migration_records_its_own_transaction_id(
+    make_runner: MakeRunner, fresh_dsn: str, write_migrations: WriteMigrations
+) -> None:
+    """Replay after a restore skips the migrations' own row changes by these ids."""
+    marked = {
+        "0001_create_marks": (
+            # The migration notes its own (top-level) transaction id as it runs.
+            "CREATE TABLE marks AS SELECT pg_current_xact_id()::text::bigint AS xid;",
+            "DROP TABLE marks;",
+            "SELECT xid FROM marks WHERE false;",
+        )
+    }
+    runner = make_runner(write_migrations(marked))
+    runner.migrate()
+    with psycopg.connect(fresh_dsn) as conn:
+        ran_in = conn.execute("SELECT xid FROM marks").fetchone()[0]
+    assert runner.applied_xids() == {1: ran_in}
+
+
+def test_history_without_the_xid_column_gains_it(
+    make_runner: MakeRunner, fresh_dsn: str, write_migrations: WriteMigrations
+) -> None:
+    directory = write_migrations(WIDGETS)
+    make_runner(directory).migrate(1)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE rollgate.schema_migrations DROP COLUMN xid")
+    runner = make_runner(directory)
+    runner.migrate()
+    assert 2 in runner.applied_xids() and 1 not in runner.applied_xids()
