@@ -1012,9 +1012,16 @@ def _relation_shape(
 
 
 def _is_legacy_history(conn: psycopg.Connection[Any]) -> bool:
-    """``public.schema_migrations`` is a table with exactly Rollgate's columns (its old home)."""
+    """``public.schema_migrations`` is a table with exactly Rollgate's columns (its old home).
+
+    Exactly: the required columns, and at most the optional ``xid`` that later
+    releases add; a look-alike with any other column belongs to someone else.
+    """
     shape = _relation_shape(conn, "public", HISTORY_TABLE)
-    return shape is not None and shape[0] == "r" and sorted(shape[1]) == sorted(_HISTORY_COLUMNS)
+    if shape is None or shape[0] != "r":
+        return False
+    columns = set(shape[1])
+    return set(_HISTORY_COLUMNS) <= columns <= {*_HISTORY_COLUMNS, "xid"}
 
 
 def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
