@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import RollgateError
 from core.progress import Progress
 from db.contract import ContractReport, check_contract
 from db.lint import LintReport, lint_migrations, lintable_files
 from db.migrations import load_migrations, require_schema_file
-from db.throwaway import TARGET_POSTGRES_MAJOR, start_throwaway
+from db.schemafile import read_schema_file
+from db.throwaway import TARGET_POSTGRES_MAJOR
+from db.throwaway.extensions import required_extensions, start_for_extensions
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,14 @@ def run_check(
     backend: str = "embedded",
     image: str | None = None,
     progress: Progress | None = None,
+    schema_statement_timeout: str | None = None,
 ) -> CheckReport:
-    """Run every check; the report says what passed and what did not."""
+    """Run every check; the report says what passed and what did not.
+
+    The extensions that the migrations and the schema create decide the
+    backend: when ``embedded`` cannot create one, the check moves to docker
+    (a warning says so) or stops with ``CannotRun`` naming it, never a finding.
+    """
     say = progress or (lambda message: None)
     started = time.monotonic()
     require_schema_file(schema_path)
@@ -67,13 +76,25 @@ def run_check(
     files = lintable_files(migrations_dir)
     lint = lint_migrations(files, pg_version=TARGET_POSTGRES_MAJOR)
 
+    scripts = [script for m in migrations for script in (m.up, m.down)]
+    try:
+        scripts.append(read_schema_file(schema_path).script)
+    except RollgateError:
+        pass  # the contract reports a broken schema file as its finding, with file:line
+    needed = required_extensions(scripts)
     say(f"starting a throwaway Postgres ({backend})")
-    with start_throwaway(backend, image=image, progress=say) as server:
+    with start_for_extensions(backend, needed, image=image, progress=say) as server:
         for warning in server.warnings:
             say(f"warning: {warning}")
-        contract = check_contract(server, migrations, schema_path, progress=say)
+        contract = check_contract(
+            server,
+            migrations,
+            schema_path,
+            progress=say,
+            schema_statement_timeout=schema_statement_timeout,
+        )
         return CheckReport(
-            backend=backend,
+            backend=server.backend,
             server_major=server.major_version,
             migrations=tuple(m.label for m in migrations),
             contract=contract,
