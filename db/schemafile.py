@@ -71,7 +71,12 @@ _RESTRICT_LINE = re.compile(r"^\\(un)?restrict [A-Za-z0-9]+[ \t]*\r?$", re.MULTI
 _VERSION_LINE = re.compile(r"^-- Dumped (from database|by pg_dump) version .*\n", re.MULTILINE)
 
 _TIMEOUT_SETTINGS = frozenset(
-    {"statement_timeout", "lock_timeout", "transaction_timeout", "idle_in_transaction_session_timeout"}
+    {
+        "statement_timeout",
+        "lock_timeout",
+        "transaction_timeout",
+        "idle_in_transaction_session_timeout",
+    }
 )
 PG_DUMP_TIMEOUT_SECONDS = 600.0
 
@@ -141,17 +146,16 @@ def load_schema(
     script = schema.script
     statement_timeout = statement_timeout or script.statement_timeout
     lock_timeout = lock_timeout or script.lock_timeout
-    with connect(dsn) as conn:
-        with conn.transaction():
-            conn.execute(
-                "SELECT set_config('check_function_bodies', 'off', true), "
-                "set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                (statement_timeout, lock_timeout),
-            )
-            try:
-                execute_script(conn, script)
-            except MigrationFailed as exc:
-                raise _explain_timeout(exc, statement_timeout, lock_timeout) from exc
+    with connect(dsn) as conn, conn.transaction():
+        conn.execute(
+            "SELECT set_config('check_function_bodies', 'off', true), "
+            "set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+            (statement_timeout, lock_timeout),
+        )
+        try:
+            execute_script(conn, script)
+        except MigrationFailed as exc:
+            raise _explain_timeout(exc, statement_timeout, lock_timeout) from exc
 
 
 def canonical_catalog_of(
@@ -273,12 +277,13 @@ def _skip_reason(statement: Statement) -> str | None:
     if len(nodes) != 1:
         return None
     node = nodes[0]
-    if isinstance(node, ast.AlterOwnerStmt):
+    owner_change = isinstance(node, ast.AlterOwnerStmt) or (
+        isinstance(node, ast.AlterTableStmt)
+        and bool(node.cmds)
+        and all(cmd.subtype == enums.AlterTableType.AT_ChangeOwner for cmd in node.cmds or ())
+    )
+    if owner_change:
         return "ownership (ALTER ... OWNER TO)"
-    if isinstance(node, ast.AlterTableStmt) and node.cmds:
-        changes = [cmd.subtype == enums.AlterTableType.AT_ChangeOwner for cmd in node.cmds]
-        if all(changes):
-            return "ownership (ALTER ... OWNER TO)"
     if isinstance(node, ast.GrantStmt | ast.AlterDefaultPrivilegesStmt):
         return "privileges (GRANT/REVOKE)"
     if (

