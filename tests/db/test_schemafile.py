@@ -117,8 +117,9 @@ def test_a_schema_directive_bounds_the_load_from_the_cli(
     capsys: pytest.CaptureFixture[str], widgets_dir: Path, tmp_path: Path
 ) -> None:
     schema = tmp_path / "schema.sql"
+    # 20 s, not forever: without the bound the old loader sat it out and passed.
     schema.write_text(
-        "-- rollgate: statement_timeout=300ms\n" + WIDGETS_SCHEMA + "SELECT pg_sleep(100000);\n"
+        "-- rollgate: statement_timeout=300ms\n" + WIDGETS_SCHEMA + "SELECT pg_sleep(20);\n"
     )
     code, out, _ = check(capsys, widgets_dir, schema)
     assert code == 1
