@@ -31,15 +31,19 @@ history, normalised so the same migrations always give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import secrets
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -58,8 +62,8 @@ from db.sqlfile import (
     SqlScript,
     Statement,
     _parse_directives,
-    execute_script,
     split_statements,
+    statement_error,
 )
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
@@ -79,6 +83,11 @@ _TIMEOUT_SETTINGS = frozenset(
     }
 )
 PG_DUMP_TIMEOUT_SECONDS = 600.0
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+# The server's statement_timeout normally fires first and names itself; the
+# watchdog is the backstop for files that lift it.
+_WATCHDOG_GRACE = 1.0
+_WATCHDOG_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -142,20 +151,95 @@ def load_schema(
     statement_timeout: str | None = None,
     lock_timeout: str | None = None,
 ) -> None:
-    """Run ``schema`` in one transaction on ``dsn`` with bounded waits (see module docstring)."""
+    """Run ``schema`` in one transaction on ``dsn`` with bounded waits (see module docstring).
+
+    The bound holds twice: the server's ``statement_timeout``/``lock_timeout``,
+    and a client-side watchdog that cancels any statement running past
+    ``statement_timeout`` (plus a second's grace), which nothing in the file
+    (``RESET ALL``, ``set_config(...)``, a ``DO`` block) can lift.
+    """
     script = schema.script
     statement_timeout = statement_timeout or script.statement_timeout
     lock_timeout = lock_timeout or script.lock_timeout
+    limit = _duration_seconds(statement_timeout)
     with connect(dsn) as conn, conn.transaction():
         conn.execute(
             "SELECT set_config('check_function_bodies', 'off', true), "
             "set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
             (statement_timeout, lock_timeout),
         )
+        with _Watchdog(conn, None if limit is None else limit + _WATCHDOG_GRACE) as watchdog:
+            for statement in script.statements:
+                try:
+                    with watchdog.armed():
+                        conn.execute(statement.text.encode("utf-8"))  # bytes: never %-formatted
+                except psycopg.Error as exc:
+                    error = statement_error(script, statement, exc)
+                    if watchdog.fired:
+                        error = MigrationFailed(
+                            error.message.replace(
+                                "canceling statement due to user request",
+                                "canceling statement due to statement timeout",
+                            ),
+                            details={**error.details, "cancelled_by": "rollgate watchdog"},
+                        )
+                    raise _explain_timeout(error, statement_timeout, lock_timeout) from exc
+
+
+class _Watchdog:
+    """Cancels the statement in flight on ``conn`` once it has run ``seconds``."""
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float | None) -> None:
+        self._conn = conn
+        self._seconds = seconds
+        self._deadline: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="rollgate-schema-watchdog")
+        self.fired = False
+
+    def __enter__(self) -> _Watchdog:
+        if self._seconds is not None:
+            self._thread.daemon = True
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        if self._seconds is not None:
+            with self._lock:
+                self._deadline = time.monotonic() + self._seconds
         try:
-            execute_script(conn, script)
-        except MigrationFailed as exc:
-            raise _explain_timeout(exc, statement_timeout, lock_timeout) from exc
+            yield
+        finally:
+            with self._lock:
+                self._deadline = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(_WATCHDOG_POLL):
+            # Cancel under the lock: the next statement cannot start meanwhile,
+            # so a late cancel finds an idle session (a no-op), never a stranger.
+            with self._lock:
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._deadline = None
+                    self.fired = True
+                    self._conn.cancel_safe(timeout=10)
+
+
+def _duration_seconds(value: str) -> float | None:
+    """Seconds in a duration (``500ms``, ``5s``, ``10min``, ``1h``; bare = ms); 0 is no bound."""
+    match = re.fullmatch(r"\s*(\d+)\s*(ms|s|min|h)?\s*", value)
+    if not match:
+        raise CannotRun(
+            f"statement_timeout {value!r} is not a duration like 500ms, 5s, 10min or 1h"
+        )
+    seconds = int(match[1]) * _UNIT_SECONDS[match[2] or "ms"]
+    return seconds or None
 
 
 def canonical_catalog_of(

@@ -6,6 +6,7 @@ through ``rollgate.cli.main``) or the contract on a real throwaway Postgres.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 from pathlib import Path
@@ -111,6 +112,23 @@ def test_a_schema_file_that_sleeps_is_stopped_and_named(widgets_dir: Path, tmp_p
     assert finding.stage == "schema"
     assert f"{schema}:7:1: canceling statement due to statement timeout" in finding.message
     assert "statement_timeout=300ms" in finding.message
+
+
+@pytest.mark.parametrize(
+    "lift",
+    [
+        "SELECT set_config('statement_timeout', '0', false);",
+        "RESET ALL;",
+        "SET statement_timeout TO DEFAULT;",
+        "DO $$ BEGIN PERFORM set_config('statement_timeout', '0', true); END $$;",
+    ],
+)
+def test_a_schema_file_cannot_lift_the_bound(widgets_dir: Path, tmp_path: Path, lift: str) -> None:
+    schema = tmp_path / "schema.sql"
+    schema.write_text(WIDGETS_SCHEMA + lift + "\nSELECT pg_sleep(100000);\n")
+    report = run_check(widgets_dir, schema, schema_statement_timeout="200ms")
+    [finding] = report.contract.findings
+    assert f"{schema}:6:1: canceling statement due to statement timeout" in finding.message
 
 
 def test_a_schema_directive_bounds_the_load_from_the_cli(
@@ -285,3 +303,17 @@ def test_loading_runs_as_the_owner_role(widgets_dir: Path, tmp_path: Path) -> No
     )
     report = run_check(widgets_dir, schema)
     assert report.contract.ok, [f.describe() for f in report.contract.findings]
+
+
+def test_db_schema_prints_and_check_accepts_what_it_printed(
+    capsys: pytest.CaptureFixture[str], widgets_dir: Path, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.sql"
+    common = ("--migrations", str(widgets_dir), "--schema", str(schema))
+    code, out, _ = run(capsys, "--json", "db", "schema", *common)
+    printed = json.loads(out)["result"]["schema"]
+    assert code == 0 and "CREATE TABLE public.widgets" in printed
+    assert not schema.exists(), "printing must not write the file"
+    schema.write_text(printed)
+    code, out, _ = run(capsys, "db", "schema", "--check", *common)
+    assert code == 0, out
