@@ -335,7 +335,10 @@ def normalize_dump(text: str) -> str:
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: readers see the old file or the new, never half."""
     directory = path.parent if str(path.parent) else Path(".")
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise CannotRun(f"cannot write {path}: {exc.strerror} ({directory})") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
