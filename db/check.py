@@ -13,11 +13,13 @@ On a throwaway Postgres (nothing else is touched):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import RollgateError
 from core.progress import Progress
 from db.catalog import EVERY_SCHEMA
 from db.config import CatalogScope
@@ -31,7 +33,9 @@ from db.lint import (
     split_at_baseline,
 )
 from db.migrations import load_migrations, require_schema_file
-from db.throwaway import TARGET_POSTGRES_MAJOR, start_throwaway
+from db.schemafile import read_schema_file
+from db.throwaway import TARGET_POSTGRES_MAJOR
+from db.throwaway.extensions import required_extensions, start_for_extensions
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,15 @@ def run_check(
     scope: CatalogScope = EVERY_SCHEMA,
     lint_since: int = 0,
     progress: Progress | None = None,
+    schema_statement_timeout: str | None = None,
 ) -> CheckReport:
     """Run every check; the report says what passed and what did not.
 
     Files of migrations at or below ``lint_since`` are not linted (they are
     in production already); the contract still replays every migration.
+    The extensions that the migrations and the schema create decide the
+    backend: when ``embedded`` cannot create one, the check moves to docker
+    (a warning says so) or stops with ``CannotRun`` naming it, never a finding.
     """
     say = progress or (lambda message: None)
     started = time.monotonic()
@@ -92,13 +100,25 @@ def run_check(
     lint = set_aside_expected_drops(lint, reverts)
     lint = replace(lint, since=lint_since, skipped_files=tuple(skipped))
 
+    scripts = [script for m in migrations for script in (m.up, m.down)]
+    # A broken schema file is the contract's finding (with file:line), not an error here.
+    with contextlib.suppress(RollgateError):
+        scripts.append(read_schema_file(schema_path).script)
+    needed = required_extensions(scripts)
     say(f"starting a throwaway Postgres ({backend})")
-    with start_throwaway(backend, image=image, progress=say) as server:
+    with start_for_extensions(backend, needed, image=image, progress=say) as server:
         for warning in server.warnings:
             say(f"warning: {warning}")
-        contract = check_contract(server, migrations, schema_path, scope=scope, progress=say)
+        contract = check_contract(
+            server,
+            migrations,
+            schema_path,
+            scope=scope,
+            progress=say,
+            schema_statement_timeout=schema_statement_timeout,
+        )
         return CheckReport(
-            backend=backend,
+            backend=server.backend,
             server_major=server.major_version,
             migrations=tuple(m.label for m in migrations),
             contract=contract,

@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import RollgateError
-from core.postgres import connect
 from core.progress import Progress
 from db.catalog import EVERY_SCHEMA, Catalog, diff_catalogs, read_catalog
 from db.config import CatalogScope
 from db.migrations import Migration
 from db.runner import MigrationRunner
-from db.sqlfile import execute_script, read_script
+from db.schemafile import canonical_catalog_of
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
 
@@ -99,19 +98,21 @@ class ContractReport:
 
 
 def canonical_catalog(
-    server: ThrowawayPostgres, schema_path: Path, *, scope: CatalogScope = EVERY_SCHEMA
+    server: ThrowawayPostgres,
+    schema_path: Path,
+    *,
+    statement_timeout: str | None = None,
+    scope: CatalogScope = EVERY_SCHEMA,
 ) -> Catalog:
-    """Load ``schema_path`` into a scratch database on ``server`` and read its catalog."""
-    script = read_script(schema_path)
-    name = f"canonical_{secrets.token_hex(4)}"
-    dsn = create_database(server, name)
-    try:
-        with connect(dsn) as conn:
-            with conn.transaction():
-                execute_script(conn, script)
-            return read_catalog(conn, scope=scope)
-    finally:
-        drop_database(server, name)
+    """Load ``schema_path`` into a scratch database on ``server`` and read its catalog.
+
+    The file runs as the RDS-like owner role with bounded waits, and may be
+    ``pg_dump --schema-only`` output (see ``db.schemafile``). ``scope`` says
+    which schemas and tables are read (by default every user schema).
+    """
+    return canonical_catalog_of(
+        server, schema_path, statement_timeout=statement_timeout, scope=scope
+    )
 
 
 def check_contract(
@@ -121,25 +122,31 @@ def check_contract(
     *,
     scope: CatalogScope = EVERY_SCHEMA,
     progress: Progress | None = None,
+    schema_statement_timeout: str | None = None,
 ) -> ContractReport:
     """Check both promises on ``server``; findings describe every break.
 
     ``scope`` says which schemas and tables are compared (the project's
     ``[catalog]`` config); by default every user schema.
+    Migrations run as the RDS-like owner role, never as a superuser: what RDS
+    would refuse them is a finding here too. ``schema_statement_timeout``
+    bounds each statement of the schema file (default: its directive, or 15min).
     """
     say = progress or (lambda message: None)
     report = ContractReport()
 
     say(f"loading the canonical schema {schema_path}")
     try:
-        expected = canonical_catalog(server, schema_path, scope=scope)
+        expected = canonical_catalog(
+            server, schema_path, statement_timeout=schema_statement_timeout, scope=scope
+        )
     except RollgateError as exc:
         report.findings.append(ContractFinding("schema", None, exc.message))
         return report
     report.schema_fingerprint = expected.fingerprint()
 
     name = f"contract_{secrets.token_hex(4)}"
-    dsn = create_database(server, name)
+    dsn = create_database(server, name, owner=True)
     try:
         with MigrationRunner(dsn, migrations, lock_wait=5, lock_retries=0) as runner:
             if not _walk_steps(runner, migrations, report, say, scope):

@@ -203,6 +203,22 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--dry-run", action="store_true", help="prove the match; record nothing")
     _backend_options(baseline)
     _lock_wait_option(baseline)
+    schema = verb(
+        db_verbs,
+        "schema",
+        _db_schema,
+        "the schema the migrations build (pg_dump --schema-only on a throwaway Postgres): "
+        "print it, --write it to the schema file, or --check the file against it",
+        "db schema",
+    )
+    schema_mode = schema.add_mutually_exclusive_group()
+    schema_mode.add_argument(
+        "--write", action="store_true", help="replace the schema file (atomically) with it"
+    )
+    schema_mode.add_argument(
+        "--check", action="store_true", help="exit 1 when the schema file differs from it"
+    )
+    _backend_options(schema)
 
     sample = verb(
         groups, "sample", _sample, "fill a migrated database with production-shaped data", "sample"
@@ -508,6 +524,14 @@ def _snapshot_prune(opts: Options, args: argparse.Namespace) -> Outcome:
         keep=args.keep,
         protect=args.protect,
         dry_run=args.dry_run,
+    )
+
+
+def _db_schema(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.schema(
+        opts, write=args.write, check=args.check, backend=args.backend, image=args.image
     )
 
 

@@ -174,6 +174,28 @@ def baseline(report: BaselineReport) -> str:
     return "\n".join(lines)
 
 
+def schema_written(result: dict[str, Any]) -> str:
+    what = "wrote" if result["written"] else "unchanged:"
+    lines = [
+        f"{what} {result['path']} (pg_dump --schema-only of {len(result['migrations'])} "
+        f"migration(s) on throwaway PostgreSQL {result['server_major']}, {result['backend']})"
+    ]
+    lines += [f"  warning: {w}" for w in result["warnings"]]
+    return "\n".join(lines)
+
+
+def schema_checked(result: dict[str, Any]) -> str:
+    if result["up_to_date"]:
+        lines = [f"{result['path']} is what the {len(result['migrations'])} migration(s) build"]
+    else:
+        lines = [
+            f"{result['path']} differs from what the {len(result['migrations'])} migration(s) "
+            f"build: regenerate it with `rollgate db schema --write` and review the diff"
+        ]
+    lines += [f"  warning: {w}" for w in result["warnings"]]
+    return "\n".join(lines)
+
+
 def drift(report: DriftReport) -> str:
     if not report.drifted:
         lines = [

@@ -13,6 +13,15 @@ Both give the same thing: a superuser DSN, cheap databases cloned from a
 template (``CREATE DATABASE ... TEMPLATE``), and client tools (pg_dump,
 pg_restore, psql) at least as new as the server.
 
+Both behave like RDS where it matters for a migration: ``create_database(...,
+owner=True)`` hands out a DSN of ``rollgate_owner``, a NOSUPERUSER role with
+CREATEDB and CREATEROLE (like RDS's master user) that owns the database and,
+through ``pg_database_owner``, its ``public`` schema. What RDS refuses --
+``COPY ... TO PROGRAM``, ``ALTER SYSTEM``, ``CREATE ROLE ... SUPERUSER``,
+untrusted languages and extensions off RDS's list -- is refused to it too.
+The superuser DSN (``server.dsn()``) stays for administration only. Both run
+with ``wal_level = logical``, so logical decoding works on them.
+
 Usage::
 
     with start_throwaway("embedded") as server:
@@ -37,6 +46,13 @@ TARGET_POSTGRES_MAJOR = 18
 
 BACKENDS = ("embedded", "docker")
 
+# The RDS-like owner role that migrations and schema files run as.
+OWNER_ROLE = "rollgate_owner"
+# What rds_superuser is granted on RDS, as far as built-in roles go: watch
+# activity and statistics, cancel other sessions. Never superuser,
+# replication or BYPASSRLS; never pg_execute_server_program or the file roles.
+_OWNER_BUILTIN_ROLES = ("pg_monitor", "pg_signal_backend")
+
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -49,6 +65,10 @@ class ThrowawayPostgres(Protocol):
 
     def dsn(self, dbname: str = "postgres") -> str:
         """A superuser connection string for ``dbname`` on this server."""
+        ...
+
+    def owner_dsn(self, dbname: str) -> str:
+        """A connection string for ``dbname`` as the non-superuser ``rollgate_owner``."""
         ...
 
     def client_bin(self) -> Path:
@@ -96,10 +116,38 @@ def start_throwaway(
     return server
 
 
-def create_database(server: ThrowawayPostgres, name: str, *, template: str | None = None) -> str:
-    """Create database ``name`` (optionally cloned from ``template``); return its DSN."""
+def create_owner_role(superuser_dsn: str, password: str) -> None:
+    """Create ``rollgate_owner`` (RDS-like: no superuser) on a fresh server.
+
+    Backends call this once at start, with the password their ``owner_dsn``
+    uses (the embedded backend trusts local connections and ignores it).
+    """
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER CREATEDB CREATEROLE NOREPLICATION "
+                "NOBYPASSRLS PASSWORD {} IN ROLE {}"
+            ).format(
+                sql.Identifier(OWNER_ROLE),
+                sql.Literal(password),
+                sql.SQL(", ").join(sql.Identifier(r) for r in _OWNER_BUILTIN_ROLES),
+            )
+        )
+
+
+def create_database(
+    server: ThrowawayPostgres, name: str, *, template: str | None = None, owner: bool = False
+) -> str:
+    """Create database ``name`` (optionally cloned from ``template``); return its DSN.
+
+    With ``owner``, the database belongs to ``rollgate_owner`` and the DSN
+    returned logs in as that role (see the module docstring); otherwise the
+    DSN is the superuser's.
+    """
     _check_database_name(name)
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if owner:
+        statement = sql.SQL("{} OWNER {}").format(statement, sql.Identifier(OWNER_ROLE))
     if template is not None:
         _check_database_name(template)
         statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
@@ -110,7 +158,7 @@ def create_database(server: ThrowawayPostgres, name: str, *, template: str | Non
         statement = sql.SQL("{} STRATEGY FILE_COPY").format(statement)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute(statement)
-    return server.dsn(name)
+    return server.owner_dsn(name) if owner else server.dsn(name)
 
 
 def drop_database(server: ThrowawayPostgres, name: str) -> None:

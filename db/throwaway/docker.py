@@ -8,7 +8,8 @@ a pull attempt.
 Each server is one container named ``rollgate-pg-<owner pid>-<token>``:
 
 * its port 5432 is published on 127.0.0.1 only, and the DSN points there;
-* its superuser password is random per container and never logged;
+* its superuser password, and that of the RDS-like `rollgate_owner` role, are
+  random per container and never logged;
 * it carries labels naming its owner (``rollgate.owner-pid``, the owner's
   start time and host), because Ryuk, testcontainers' own reaper, cannot be
   pulled either. ``close()`` removes the container; a process killed before it
@@ -40,6 +41,7 @@ import psycopg
 from core.errors import CannotRun, ToolUnavailable
 from core.pgtools import client_major, embedded_client_bin
 from core.progress import Progress
+from db.throwaway import OWNER_ROLE, create_owner_role
 from db.throwaway.session import LABEL_SESSION, current_session
 
 DEFAULT_IMAGE = "rollgate/postgres:18"
@@ -78,6 +80,7 @@ class DockerPostgres:
         self.container_name = name
         self._port = port
         self._password = password
+        self._owner_password = token_source.token_urlsafe(24)
         self.major_version = major_version
         self.warnings: list[str] = []
         self._client_bin: Path | None = None
@@ -123,6 +126,7 @@ class DockerPostgres:
             port = int(container.get_exposed_port(_CONTAINER_PORT))
             server = cls(container, name, port, password, major_version=0)
             server.major_version = _server_major(server.dsn(), name)
+            create_owner_role(server.dsn(), server._owner_password)
             server._check_client_tools()
         except docker.errors.DockerException as exc:
             _remove_container(container, name, quiet=True)
@@ -139,6 +143,12 @@ class DockerPostgres:
     def dsn(self, dbname: str = "postgres") -> str:
         return (
             f"postgresql://{_SUPERUSER}:{quote(self._password, safe='')}"
+            f"@{_HOST}:{self._port}/{quote(dbname, safe='')}"
+        )
+
+    def owner_dsn(self, dbname: str) -> str:
+        return (
+            f"postgresql://{OWNER_ROLE}:{quote(self._owner_password, safe='')}"
             f"@{_HOST}:{self._port}/{quote(dbname, safe='')}"
         )
 

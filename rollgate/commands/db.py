@@ -1,4 +1,4 @@
-"""``rollgate db``: status, migrate, revert, check, diff, baseline."""
+"""``rollgate db``: status, migrate, revert, check, diff, baseline, schema."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from db.check import run_check
 from db.drift import detect_drift
 from db.migrations import load_migrations
 from db.runner import MigrationRunner
+from db.schemafile import read_schema_file, schema_from_migrations, write_atomically
 from db.throwaway import start_throwaway
+from db.throwaway.extensions import required_extensions, start_for_extensions
 from rollgate import render
 from rollgate.commands import Options, Outcome
 
@@ -105,7 +107,8 @@ def diff(opts: Options, *, backend: str, image: str | None) -> Outcome:
     """Compare the live database with the canonical schema; exit 1 on drift."""
     migrations = load_migrations(opts.migrations_dir)
     dsn = opts.require_dsn()
-    with start_throwaway(backend, image=image, progress=opts.progress) as server:
+    needed = required_extensions([read_schema_file(opts.schema_path).script])
+    with start_for_extensions(backend, needed, image=image, progress=opts.progress) as server:
         report = detect_drift(
             dsn,
             server,
@@ -141,3 +144,38 @@ def baseline(
             progress=opts.progress,
         )
     return Outcome(0 if report.matches else 1, report.to_dict(), render.baseline(report))
+
+
+def schema(opts: Options, *, write: bool, check: bool, backend: str, image: str | None) -> Outcome:
+    """The schema the migrations build (pg_dump --schema-only): print, ``write`` or ``check`` it.
+
+    ``check`` exits 1 when the schema file differs from what the migrations
+    build; ``write`` replaces the file atomically (only when it differs).
+    """
+    migrations = load_migrations(opts.migrations_dir)
+    generated = schema_from_migrations(
+        migrations, backend=backend, image=image, progress=opts.progress
+    )
+    path = opts.schema_path
+    try:
+        current: bytes | None = path.read_bytes()
+    except OSError:
+        current = None
+    up_to_date = current == generated.text.encode("utf-8")
+    result = {
+        "path": str(path),
+        "backend": generated.backend,
+        "server_major": generated.server_major,
+        "migrations": list(generated.migrations),
+        "warnings": list(generated.warnings),
+        "up_to_date": up_to_date,
+        "written": False,
+    }
+    if write:
+        if not up_to_date:
+            write_atomically(path, generated.text)
+        result["written"] = not up_to_date
+        return Outcome(0, result, render.schema_written(result))
+    if check:
+        return Outcome(0 if up_to_date else 1, result, render.schema_checked(result))
+    return Outcome(0, {**result, "schema": generated.text}, generated.text.rstrip("\n"))

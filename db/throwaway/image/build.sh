@@ -17,6 +17,13 @@
 #   PG_MAJOR                PostgreSQL major      (18)
 #   DEBIAN_SUITE            suite shipping it     (forky)
 #   DEBIAN_MIRROR           apt mirror            (http://deb.debian.org/debian)
+#   EXTRA_PACKAGES          extension packages    (pgvector, PostGIS, pgaudit,
+#                           partman, cron, repack, hypopg for $PG_MAJOR)
+#
+# The image carries the extensions that RDS offers and Debian packages:
+# contrib (in postgresql-$PG_MAJOR: pgcrypto, uuid-ossp, citext, hstore, ...),
+# pgvector, PostGIS, pgaudit, pg_partman, pg_cron, pg_repack and hypopg. The
+# Dockerfile marks those on rds_extensions.txt trusted (see there why).
 set -euo pipefail
 
 PG_MAJOR="${PG_MAJOR:-18}"
@@ -24,6 +31,7 @@ DEBIAN_SUITE="${DEBIAN_SUITE:-forky}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 IMAGE="${ROLLGATE_PG_IMAGE:-rollgate/postgres:${PG_MAJOR}}"
 BASE_IMAGE="rollgate/postgres-base:${PG_MAJOR}-${DEBIAN_SUITE}"
+EXTRA_PACKAGES="${EXTRA_PACKAGES:-postgresql-${PG_MAJOR}-pgvector postgresql-${PG_MAJOR}-postgis-3 postgresql-${PG_MAJOR}-postgis-3-scripts postgresql-${PG_MAJOR}-pgaudit postgresql-${PG_MAJOR}-partman postgresql-${PG_MAJOR}-cron postgresql-${PG_MAJOR}-repack postgresql-${PG_MAJOR}-hypopg}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 force=0
@@ -32,7 +40,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         --reuse-base) reuse_base=1 ;;
-        -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -67,7 +75,7 @@ else
     # The root filesystem tarball is ~300 MB: never leave it behind.
     trap 'rm -rf "$workdir"' EXIT
 
-    step "mmdebstrap: Debian $DEBIAN_SUITE + postgresql-$PG_MAJOR from $DEBIAN_MIRROR"
+    step "mmdebstrap: Debian $DEBIAN_SUITE + postgresql-$PG_MAJOR $EXTRA_PACKAGES from $DEBIAN_MIRROR"
     # Check-Valid-Until: local mirrors serve Release files past their expiry.
     # The hook stops postgresql-common from creating a "main" cluster we
     # would never use. Docs, man pages and translations are dead weight.
@@ -79,7 +87,7 @@ else
         --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         --dpkgopt='path-exclude=/usr/share/info/*' \
-        --include="postgresql-${PG_MAJOR}" \
+        --include="postgresql-${PG_MAJOR}${EXTRA_PACKAGES:+,${EXTRA_PACKAGES// /,}}" \
         "$DEBIAN_SUITE" "$workdir/rootfs.tar" "deb $DEBIAN_MIRROR $DEBIAN_SUITE main"
     step "rootfs: $(du -h "$workdir/rootfs.tar" | cut -f1)"
 

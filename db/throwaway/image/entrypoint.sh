@@ -12,6 +12,10 @@
 #   port both work.
 # * Durability is off (fsync, synchronous_commit, full_page_writes): the data
 #   dies with the container, and throwaway servers are all about speed.
+# * wal_level = logical with replication slots and WAL senders, so logical
+#   decoding (issue 13's rollback replay) works on the throwaway server too.
+# * shared_preload_libraries carries pg_stat_statements, pgaudit and pg_cron
+#   when the image ships them, as an RDS parameter group would.
 # * Ends by exec'ing postgres, so the postmaster is PID 1 and receives docker's
 #   stop signal directly (the Dockerfile sets STOPSIGNAL SIGINT: fast shutdown).
 set -euo pipefail
@@ -76,7 +80,19 @@ unix_socket_directories = '$SOCKET_DIR'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
 CONF
+    preload=()
+    for library in pg_stat_statements pgaudit pg_cron; do
+        if [[ -f "/usr/lib/postgresql/$PG_MAJOR/lib/$library.so" ]]; then
+            preload+=("$library")
+        fi
+    done
+    if [[ ${#preload[@]} -gt 0 ]]; then
+        (IFS=,; printf "shared_preload_libraries = '%s'\n" "${preload[*]}") >>"$PGDATA/postgresql.conf"
+    fi
 
     if [[ "$POSTGRES_DB" != postgres ]]; then
         # Single-user mode creates the database without starting a server
