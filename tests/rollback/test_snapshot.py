@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 from core.postgres import connect
 from db.migrations import BUNDLED_MIGRATIONS, load_migrations
+from db.throwaway import create_database, drop_database
+from rollback.decoding import flush_wal
 from rollback.manifest import CorruptSnapshot, Manifest
 from rollback.snapshot import SnapshotFailed, create_snapshot, drop_slot
 from rollback.store import DirectoryStore, open_store
@@ -178,6 +181,7 @@ def test_slot_is_opened_at_the_dumps_moment_and_keeps_later_changes(shop_dsn, st
     try:
         with connect(shop_dsn) as conn:
             conn.execute("UPDATE shop.film SET title = 'after' WHERE id = 1")
+            flush_wal(conn)  # decoding sees only flushed WAL (async commit on throwaways)
             changes = conn.execute(
                 "SELECT data FROM pg_logical_slot_peek_changes(%s, NULL, NULL)",
                 (manifest.slot.name,),
@@ -187,11 +191,17 @@ def test_slot_is_opened_at_the_dumps_moment_and_keeps_later_changes(shop_dsn, st
         assert drop_slot(shop_dsn, manifest.slot.name)
 
 
-def test_no_slot_without_logical_wal_is_a_clear_refusal(shop_dsn, store):
-    with connect(shop_dsn) as conn:
-        level = conn.execute("SHOW wal_level").fetchone()[0]
-    if level == "logical":
-        pytest.skip("this server has logical WAL; the refusal is covered where it lacks it")
-    with pytest.raises(SnapshotFailed, match="wal_level = logical"):
-        create_snapshot(shop_dsn, store, slot=True)
-    assert store.list_ids() == []
+def test_a_role_that_cannot_replicate_gets_a_clear_refusal_and_nothing_is_stored(server, store):
+    # The RDS-like owner role has no REPLICATION attribute (RDS: rds_replication).
+    name = f"noreplication_{secrets.token_hex(3)}"
+    dsn = create_database(server, name, owner=True)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        with pytest.raises(SnapshotFailed, match="REPLICATION attribute"):
+            create_snapshot(dsn, store, slot=True)
+        assert store.list_ids() == []
+        manifest = create_snapshot(dsn, store, slot=False)  # the documented way out
+        assert manifest.slot is None
+    finally:
+        drop_database(server, name)
