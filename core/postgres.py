@@ -284,6 +284,10 @@ def server_disk(conn: psycopg.Connection[Any]) -> ServerDisk:
     data_directory, tablespace, started, port = row
     try:
         lines = (Path(data_directory) / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return ServerDisk(
+            None, None, "the server's data directory is not on this machine (a container?)"
+        )
     except (OSError, UnicodeDecodeError) as exc:
         return ServerDisk(
             None, None, f"cannot read the server's postmaster.pid here ({type(exc).__name__})"
@@ -297,7 +301,7 @@ def server_disk(conn: psycopg.Connection[Any]) -> ServerDisk:
     )
     if not same_server:
         return ServerDisk(
-            None, None, "the data directory here belongs to another server (a container?)"
+            None, None, "the data directory here belongs to another server, not on this machine"
         )
     directory = tablespace or data_directory
     try:

@@ -99,8 +99,9 @@ def _spellings(value: str) -> set[str]:
         forms.add(repr(form)[1:-1])
         forms.add(json.dumps(form)[1:-1])
         forms.add(json.dumps(form, ensure_ascii=False)[1:-1])
-        # How a terminal stream with errors="backslashreplace" shows it.
-        forms.add(form.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"))
+        # How a stream with errors="backslashreplace" shows it (UTF-8 or ASCII).
+        forms.add(form.encode("utf-8", "backslashreplace").decode("utf-8"))
+        forms.add(form.encode("ascii", "backslashreplace").decode("ascii"))
         forms.add(raw.decode("utf-8", "replace"))
         forms.add(raw.decode("latin-1"))
         # libpq keyword quoting: backslash before ' and \.
