@@ -1028,10 +1028,8 @@ SELECT
     current_user,
     has_database_privilege(current_database(), 'TEMPORARY'),
     has_schema_privilege('public', 'USAGE'),
-    coalesce(array_agg(c.relname ORDER BY c.relname)
-        FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT')), '{}'),
-    coalesce(array_agg(c.relname ORDER BY c.relname)
-        FILTER (WHERE NOT has_table_privilege(c.oid, 'INSERT')), '{}')
+    coalesce(array_agg(c.relname) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT')), '{}'),
+    coalesce(array_agg(c.relname) FILTER (WHERE NOT has_table_privilege(c.oid, 'INSERT')), '{}')
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relname = ANY (%s) AND c.relkind IN ('r', 'p')
@@ -1045,9 +1043,9 @@ def _check_privileges(conn: psycopg.Connection[Any]) -> None:
     assert row is not None  # an aggregate row always comes back
     role, may_create_temp, may_use_schema, no_select, no_insert = row
     missing = [
-        f"{privilege} on {', '.join('public.' + table for table in tables)}"
-        for privilege, tables in (("SELECT", no_select), ("INSERT", no_insert))
-        if tables
+        f"{privilege} on {', '.join('public.' + table for table in TABLES if table in lacking)}"
+        for privilege, lacking in (("SELECT", no_select), ("INSERT", no_insert))
+        if lacking
     ]
     if not may_use_schema:
         missing.append("USAGE on schema public")
