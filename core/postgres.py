@@ -229,6 +229,29 @@ def connect(dsn: str, *, application_name: str = "rollgate") -> psycopg.Connecti
     return conn
 
 
+# --- advisory locks -----------------------------------------------------------
+
+
+def advisory_lock_holder(conn: psycopg.Connection[Any], key: int) -> str:
+    """Who holds the session-level advisory lock ``key`` in this database, for a message."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT a.pid, a.application_name, "
+            "extract(epoch FROM now() - a.backend_start)::int "
+            "FROM pg_catalog.pg_locks AS l "
+            "JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+            "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
+            # A bigint key is stored as its high and low 32 bits, objsubid 1.
+            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1 LIMIT 1",
+            (key >> 32, key & 0xFFFFFFFF),
+        ).fetchone()
+    if row is None:
+        return "a session that has just released it"
+    pid, application, seconds = row
+    return f"server pid {pid}, application {application or 'unknown'!r}, connected {seconds}s ago"
+
+
 # --- the server's disk --------------------------------------------------------
 
 
@@ -267,31 +290,36 @@ WHERE d.datname = current_database()
 
 def server_disk(conn: psycopg.Connection[Any]) -> ServerDisk:
     """Free bytes on the filesystem holding the current database, if knowable here."""
+    directory, reason = _database_directory_here(conn)
+    if directory is None:
+        return ServerDisk(None, None, reason)
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        return ServerDisk(None, directory, f"cannot measure {directory} ({type(exc).__name__})")
+    return ServerDisk(free, directory, reason)
+
+
+def _database_directory_here(conn: psycopg.Connection[Any]) -> tuple[str | None, str]:
+    """Where the server keeps the current database, as a path on this machine; or None, and why."""
     host = conn.info.host
     if not (host.startswith("/") or host in _LOOPBACK_HOSTS):
-        return ServerDisk(
-            None,
-            None,
-            "the server is not on this machine, and PostgreSQL does not report "
-            "its free disk space to clients",
+        return None, (
+            "the server is not on this machine, and PostgreSQL does not report its free "
+            "disk space to clients"
         )
     with conn.transaction():
         row = conn.execute(_SERVER_FILES_SQL).fetchone()
     if row is None or row[0] is None:
-        return ServerDisk(
-            None, None, "the role may not read data_directory (needs pg_read_all_settings)"
-        )
+        return None, "the role may not read data_directory (needs pg_read_all_settings)"
     data_directory, tablespace, started, port = row
     try:
         lines = (Path(data_directory) / "postmaster.pid").read_text().splitlines()
     except FileNotFoundError:
-        return ServerDisk(
-            None, None, "the server's data directory is not on this machine (a container?)"
-        )
+        return None, "the server's data directory is not on this machine (a container?)"
     except (OSError, UnicodeDecodeError) as exc:
-        return ServerDisk(
-            None, None, f"cannot read the server's postmaster.pid here ({type(exc).__name__})"
-        )
+        return None, f"cannot read the server's postmaster.pid here ({type(exc).__name__})"
+    # postmaster.pid: pid, data directory, start time (epoch seconds), port, ...
     same_server = (
         len(lines) > 3
         and lines[1] == data_directory
@@ -300,12 +328,5 @@ def server_disk(conn: psycopg.Connection[Any]) -> ServerDisk:
         and lines[3].strip() == port
     )
     if not same_server:
-        return ServerDisk(
-            None, None, "the data directory here belongs to another server, not on this machine"
-        )
-    directory = tablespace or data_directory
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError as exc:
-        return ServerDisk(None, directory, f"cannot measure {directory} ({type(exc).__name__})")
-    return ServerDisk(free, directory, "free space of the server's data directory on this machine")
+        return None, "the data directory here belongs to another server, not on this machine"
+    return tablespace or data_directory, "free space of the server's data directory on this machine"

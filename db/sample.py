@@ -75,7 +75,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import CannotRun, CheckFailed
-from core.postgres import server_disk
+from core.postgres import advisory_lock_holder, server_disk
 
 TABLES = ("customers", "orders", "execution_tasks", "payment_events")
 
@@ -984,7 +984,7 @@ def _take_sample_lock(conn: psycopg.Connection[Any]) -> None:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (SAMPLE_LOCK_KEY,)).fetchone()
     if row is not None and row[0]:
         return
-    holder = _describe_lock_holder(conn)
+    holder = advisory_lock_holder(conn, SAMPLE_LOCK_KEY)
     raise CheckFailed(
         f"another sample run holds the sample lock on this database ({holder}); nothing was "
         "written. Wait for it to finish: a run with the same seed afterwards only tops up "
@@ -1003,24 +1003,6 @@ def _release_sample_lock(conn: psycopg.Connection[Any]) -> None:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SAMPLE_LOCK_KEY,))
     except psycopg.Error:
         pass
-
-
-def _describe_lock_holder(conn: psycopg.Connection[Any]) -> str:
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT a.pid, a.application_name, "
-            "extract(epoch FROM now() - a.backend_start)::int "
-            "FROM pg_catalog.pg_locks AS l "
-            "JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
-            "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
-            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1 LIMIT 1",
-            (SAMPLE_LOCK_KEY >> 32, SAMPLE_LOCK_KEY & 0xFFFFFFFF),
-        ).fetchone()
-    if row is None:
-        return "a session that has just released it"
-    pid, application, seconds = row
-    return f"server pid {pid}, application {application or 'unknown'!r}, connected {seconds}s ago"
 
 
 _PRIVILEGES_SQL: LiteralString = """

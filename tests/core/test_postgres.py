@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from core.errors import CannotRun, DatabaseUnreachable
 from core.postgres import connect, describe_dsn, parse_dsn, passwords_in, redact_dsn, server_disk
-from core.redaction import forget_secrets
 from db.throwaway import ThrowawayPostgres
 
 SECRET = "ProbeSecret9"
-
-
-@pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    forget_secrets()
-    yield
-    forget_secrets()
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 
 from core.redaction import (
     MIN_SECRET_LENGTH,
-    forget_secrets,
     holds_secret,
     register_secret,
     scrub,
@@ -18,13 +16,6 @@ from core.redaction import (
 )
 
 SECRET = "pa@ss:w/o'rd é\\\udcff"
-
-
-@pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    forget_secrets()
-    yield
-    forget_secrets()
 
 
 @pytest.mark.parametrize(

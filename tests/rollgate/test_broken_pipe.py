@@ -15,18 +15,20 @@ from pathlib import Path
 import psycopg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-UNREACHABLE = "postgresql://app:hunter2@127.0.0.1:1/app"
+from tests.rollgate.conftest import ROOT, UNREACHABLE
 
 
-def run_into_a_closed_pipe(*argv: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_into_a_closed_pipe(
+    *argv: str, tmp_path: Path, stream: str = "stdout"
+) -> subprocess.CompletedProcess[str]:
+    """``rollgate ARGV`` with ``stream`` (stdout or stderr) a pipe nobody reads."""
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody will ever read: the first write fails with EPIPE
     try:
         return subprocess.run(
             [sys.executable, "-m", "rollgate", *argv],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
+            stdout=write_end if stream == "stdout" else subprocess.PIPE,
+            stderr=write_end if stream == "stderr" else subprocess.PIPE,
             text=True,
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)},
@@ -72,20 +74,9 @@ def test_work_done_before_the_pipe_closed_is_reported_as_done(
 def test_progress_into_a_closed_stderr_does_not_stop_the_work(
     empty_dsn: str, tmp_path: Path
 ) -> None:
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "rollgate", "db", "migrate", "--dsn", empty_dsn],
-            stdout=subprocess.PIPE,
-            stderr=write_end,  # progress lines meet EPIPE in the middle of migrate
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)},
-            timeout=120,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    # Progress lines meet EPIPE in the middle of migrate.
+    result = run_into_a_closed_pipe(
+        "db", "migrate", "--dsn", empty_dsn, tmp_path=tmp_path, stream="stderr"
+    )
     assert result.returncode == 0
     assert "migrate: 0000 -> 0002" in result.stdout

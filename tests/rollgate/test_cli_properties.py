@@ -32,11 +32,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollgate.cli import main
+from tests.rollgate.conftest import ROOT, UNREACHABLE
 
-ROOT = Path(__file__).resolve().parents[2]
 MARKER = "ProbeSecret9"
 FRAGMENTS = (MARKER, "ProbeSecret", "Secret9")
-UNREACHABLE = "postgresql://app:hunter2@127.0.0.1:1/app"
 
 PROPERTY_SETTINGS = settings(
     max_examples=150,

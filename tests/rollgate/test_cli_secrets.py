@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rollgate.cli import main
+from tests.rollgate.conftest import ROOT, run
 
-ROOT = Path(__file__).resolve().parents[2]
 MARKER = "ProbeSecret9"
 FRAGMENTS = (MARKER, "Probe", "Secret9", "Hunter2", "Wrong")
 
@@ -42,12 +41,6 @@ LEAKY_DSNS = [
     pytest.param("host=127.0.0.1 PASSWORD = ProbeSecret9", id="upper-case-key"),
     pytest.param("host=/tmp password=ProbeSecret9\udcff", id="undecodable-byte"),
 ]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

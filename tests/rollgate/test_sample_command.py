@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,20 +25,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from core.sizes import parse_size
 from db.sample import TABLES, generate_sample
-from rollgate.cli import main
+from tests.rollgate.conftest import ROOT, run
 
-ROOT = Path(__file__).resolve().parents[2]
 # Per-table content checksums: every column of every row, in id order.
 CHECKSUMS = " UNION ALL ".join(
     f"SELECT '{table}', count(*), md5(string_agg(t::text, E'\\n' ORDER BY t.id)) FROM {table} t"
     for table in TABLES
 )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rollgate(*argv: str, **options: Any) -> subprocess.Popen[str]:
