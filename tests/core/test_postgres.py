@@ -77,6 +77,13 @@ def test_a_parsed_dsn_is_described_without_its_password() -> None:
     assert describe_dsn(ipv6) == "postgresql://u@[::1]:5433,h2:5434/d"
 
 
+def test_redact_dsn_handles_urls_and_keyword_strings() -> None:
+    # Moved from tests/db/test_runner.py: keyword strings now read back as URLs.
+    assert redact_dsn("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+    assert redact_dsn("host=h user=u password=secret dbname=d") == "postgresql://u:***@h/d"
+    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
 def test_redact_dsn_never_returns_an_unparseable_dsn() -> None:
     assert redact_dsn("postgresql://u:Hunter2@Wrong@/x") == "an invalid DSN"
     assert redact_dsn("postgresql://u:Hunter2@h/x") == "postgresql://u:***@h/x"

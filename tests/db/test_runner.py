@@ -10,7 +10,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.postgres import redact_dsn
 from db.errors import HistoryMismatch, LockNotAcquired, MigrationFailed
 from db.migrations import BUNDLED_MIGRATIONS, load_migrations
 from db.runner import MIGRATION_LOCK_KEY, MigrationRunner
@@ -245,12 +244,3 @@ def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
         runner.status()
     assert "hunter2" not in caught.value.message
     assert "postgresql://app:***@127.0.0.1:1/app" in caught.value.message
-
-
-def test_redact_dsn_handles_urls_and_keyword_strings() -> None:
-    assert redact_dsn("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
-    assert (
-        redact_dsn("host=h user=u password=secret dbname=d")
-        == "host=h user=u password=*** dbname=d"
-    )
-    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
