@@ -87,7 +87,8 @@ def _database_failure(error: BaseException) -> str:
     """The message for a database failure that is not Rollgate's fault, else ""."""
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         return (
-            f"the database role lacks a privilege this command needs: {_one_line(error)} "
+            "the database role lacks a privilege this command needs: "
+            f"{error.diag.message_primary or _one_line(error)} "
             "(SQLSTATE 42501). Grant it to the role (GRANT ... ON ... TO ...), or run as a "
             "role that has it; statements of the failed step were rolled back"
         )
