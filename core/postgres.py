@@ -168,8 +168,12 @@ def _libpq_reason(message: str, dsn: str) -> str:
     """libpq's parse error on one line, without the DSN fragments it quotes."""
     text = " ".join(message.split())
     if '"' in dsn:
-        # The DSN's own quotes would unbalance libpq's: keep only the lead.
-        return text.split('"', 1)[0].rstrip(" :") or "libpq could not parse it"
+        # The DSN's own double quotes would unbalance libpq's, so nothing
+        # libpq quoted can be told apart from its own words.
+        return (
+            "libpq could not parse it (its message would quote the DSN, so it is left out; "
+            "note that a connection string quotes values with ' not \")"
+        )
 
     def keep_syntax(match: re.Match[str]) -> str:
         token = match[1]
