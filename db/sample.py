@@ -36,6 +36,21 @@ Design decisions, and why:
   within half a batch (about 1.25 % of the target) of the goal; one
   customer's orders are capped at ~2 % of the target so a heavy-tailed outlier
   cannot blow through it (measured: within 2.7 % for 0.5-250 MB, 5 seeds).
+* **Guards before the first row.** A cap (``max_bytes``; the CLI's
+  ``--max-size``, 10 GB by default) refuses a typo such as 1TB for 1GB.
+  Free disk space is checked too when it can be known: PostgreSQL tells
+  clients nothing about its disk, so only a server on this machine whose
+  data directory is readable here is measured (``core.postgres.server_disk``);
+  elsewhere (a container, another host, RDS) the report says it is unknown
+  and only the cap applies. The run needs the data it adds plus, as pg_wal
+  usually shares the disk, up to ``max_wal_size`` of WAL. A role without
+  SELECT and INSERT on the four tables, or TEMPORARY on the database (for the
+  session-local helpers), is refused naming the missing privileges.
+* **One run at a time.** A session-level advisory lock (``SAMPLE_LOCK_KEY``)
+  is held for the whole run; a second run on the same database is refused
+  before it writes anything, naming the holder. Two interleaved runs would
+  collide on the emails they derive from row numbers and, with one refused
+  halfway, leave data that no single run with that seed produces.
 * **Determinism, precisely.** Same seed, same ``until``, same starting
   database: same rows. The number of batches depends on measured sizes, which
   a concurrent (auto)vacuum can nudge by a few pages (it adds visibility-map
@@ -60,6 +75,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import CannotRun, CheckFailed
+from core.postgres import advisory_lock_holder, server_disk
 
 TABLES = ("customers", "orders", "execution_tasks", "payment_events")
 
@@ -89,6 +105,8 @@ _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 _OPTIONAL_AI_MODEL = "ai_model"
 
 MAX_SEED = 2**31 - 1
+# pg_try_advisory_lock key: "RollSamp" in ASCII, apart from the runner's migration lock.
+SAMPLE_LOCK_KEY = 0x526F6C6C53616D70
 HISTORY = timedelta(days=730)
 
 # Bytes one customer brings with it (its orders, their payment events, and the
@@ -143,6 +161,8 @@ class SampleReport:
     until: str  # ISO 8601; generated timestamps lie in [until - 730 days, until]
     ai_model_filled: bool
     measure: str = field(default="sum of pg_total_relation_size of " + ", ".join(TABLES))
+    # Free space on the server's disk before the run (free_bytes None: unknown, and why).
+    server_disk: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -781,6 +801,7 @@ def generate_sample(
     seed: int = 42,
     progress: Progress | None = None,
     until: datetime | None = None,
+    max_bytes: int | None = None,
 ) -> SampleReport:
     """Fill the migrated database behind ``conn`` until its four tables hold
     about ``target_bytes`` (within half a batch, ~1-3 %), and report.
@@ -791,9 +812,11 @@ def generate_sample(
     ``until`` ends the generated history (default: today, 00:00 UTC, so runs on
     the same day with the same seed produce the same rows).
 
-    Raises ``CannotRun`` for a bad target or seed, or a connection inside a
-    transaction; ``CheckFailed`` when the schema is not migrated or the tables
-    already hold more than ``target_bytes``.
+    Raises ``CannotRun`` for a bad target or seed, a connection inside a
+    transaction, or a role lacking a privilege the run needs; ``CheckFailed``
+    (before anything is written) when the target exceeds ``max_bytes`` or the
+    server's known free disk space, another run holds the sample lock, the
+    schema is not migrated, or the tables already hold more than ``target_bytes``.
     """
     started = time.monotonic()
     if target_bytes <= 0:
@@ -805,8 +828,33 @@ def generate_sample(
             "generate_sample commits one transaction per batch, so it needs a connection "
             "with no transaction open: commit or roll back first"
         )
+    if max_bytes is not None and target_bytes > max_bytes:
+        raise CheckFailed(
+            f"refusing to add sample data: the target {_pretty(target_bytes)} is above the "
+            f"cap of {_pretty(max_bytes)}; nothing was written. Pass a larger --max-size "
+            "if you mean it",
+            details={"target_bytes": target_bytes, "max_bytes": max_bytes},
+        )
     until = _resolve_until(until)
+    _take_sample_lock(conn)
+    try:
+        return _fill(conn, target_bytes, seed=seed, progress=progress, until=until, started=started)
+    finally:
+        _release_sample_lock(conn)
+
+
+def _fill(
+    conn: psycopg.Connection[Any],
+    target_bytes: int,
+    *,
+    seed: int,
+    progress: Progress | None,
+    until: datetime,
+    started: float,
+) -> SampleReport:
+    """generate_sample's work, under the sample lock."""
     has_ai_model = _check_schema(conn)
+    _check_privileges(conn)
     bytes_before = _measure(conn)
     if bytes_before > target_bytes:
         raise CheckFailed(
@@ -815,6 +863,7 @@ def generate_sample(
             "use a fresh database or a larger size",
             details={"bytes_before": bytes_before, "target_bytes": target_bytes},
         )
+    disk = _check_free_space(conn, target_bytes - bytes_before)
 
     customers_per_batch = max(
         1, min(_MAX_BATCH_BYTES, target_bytes // _BATCHES_PER_RUN) // _EST_BYTES_PER_CUSTOMER
@@ -883,6 +932,7 @@ def generate_sample(
         seed=seed,
         until=until.isoformat(),
         ai_model_filled=has_ai_model,
+        server_disk=disk,
     )
 
 
@@ -926,6 +976,90 @@ def _check_schema(conn: psycopg.Connection[Any]) -> bool:
             details={"missing_columns": missing_columns},
         )
     return _OPTIONAL_AI_MODEL in columns["execution_tasks"]
+
+
+def _take_sample_lock(conn: psycopg.Connection[Any]) -> None:
+    """Hold the sample lock for this session, or refuse: another run is filling these tables."""
+    with conn.transaction():
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (SAMPLE_LOCK_KEY,)).fetchone()
+    if row is not None and row[0]:
+        return
+    holder = advisory_lock_holder(conn, SAMPLE_LOCK_KEY)
+    raise CheckFailed(
+        f"another sample run holds the sample lock on this database ({holder}); nothing was "
+        "written. Wait for it to finish: a run with the same seed afterwards only tops up "
+        "to its target",
+        details={"holder": holder},
+    )
+
+
+def _release_sample_lock(conn: psycopg.Connection[Any]) -> None:
+    # A lost session has released it already; otherwise unlock explicitly,
+    # since the caller may keep using the connection.
+    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SAMPLE_LOCK_KEY,))
+    except psycopg.Error:
+        pass
+
+
+_PRIVILEGES_SQL: LiteralString = """
+SELECT
+    current_user,
+    has_database_privilege(current_database(), 'TEMPORARY'),
+    has_schema_privilege('public', 'USAGE'),
+    coalesce(array_agg(c.relname) FILTER (WHERE NOT has_table_privilege(c.oid, 'SELECT')), '{}'),
+    coalesce(array_agg(c.relname) FILTER (WHERE NOT has_table_privilege(c.oid, 'INSERT')), '{}')
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relname = ANY (%s) AND c.relkind IN ('r', 'p')
+"""
+
+
+def _check_privileges(conn: psycopg.Connection[Any]) -> None:
+    """Refuse up front, naming each missing privilege, rather than fail mid-batch."""
+    with conn.transaction():
+        row = conn.execute(_PRIVILEGES_SQL, (list(TABLES),)).fetchone()
+    assert row is not None  # an aggregate row always comes back
+    role, may_create_temp, may_use_schema, no_select, no_insert = row
+    missing = [
+        f"{privilege} on {', '.join('public.' + table for table in TABLES if table in lacking)}"
+        for privilege, lacking in (("SELECT", no_select), ("INSERT", no_insert))
+        if lacking
+    ]
+    if not may_use_schema:
+        missing.append("USAGE on schema public")
+    if not may_create_temp:
+        missing.append("TEMPORARY on the database (for session-local helper functions)")
+    if missing:
+        raise CannotRun(
+            f"refusing to add sample data: the role {role!r} lacks {'; '.join(missing)}. "
+            f"Grant them (e.g. GRANT SELECT, INSERT ON {', '.join(TABLES)} TO {role}) or run "
+            "as the tables' owner",
+            details={"role": role, "missing_privileges": missing},
+        )
+
+
+def _check_free_space(conn: psycopg.Connection[Any], bytes_to_add: int) -> dict[str, Any]:
+    """Refuse a run the server's disk cannot hold, when its free space is known here."""
+    disk = server_disk(conn)
+    if disk.free_bytes is None:
+        return disk.to_dict()
+    with conn.transaction():
+        row = conn.execute("SELECT pg_size_bytes(current_setting('max_wal_size'))").fetchone()
+    max_wal = int(row[0]) if row else 0
+    needed = bytes_to_add + min(bytes_to_add, max_wal)
+    if needed > disk.free_bytes:
+        raise CheckFailed(
+            f"refusing to add sample data: {_pretty(bytes_to_add)} more (about "
+            f"{_pretty(needed)} with its WAL) does not fit in the {_pretty(disk.free_bytes)} "
+            f"free on the server's disk ({disk.directory}); nothing was written. Choose a "
+            "smaller --size or free space first",
+            details={**disk.to_dict(), "needed_bytes": needed},
+        )
+    return {**disk.to_dict(), "needed_bytes": needed}
 
 
 def _measure(conn: psycopg.Connection[Any]) -> int:

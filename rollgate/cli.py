@@ -8,58 +8,136 @@ error-to-exit-code mapping in ``rollgate.error_handler``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from core.errors import CannotRun
+from core.postgres import register_dsn_secrets
+from core.redaction import forget_secrets, register_secret
 from db.config import load_config
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
 from db.throwaway import BACKENDS
 from rollgate.commands import Options, Outcome
-from rollgate.error_handler import EXIT_CANNOT_RUN, run_guarded
+from rollgate.commands.sample import DEFAULT_MAX_SAMPLE_SIZE
+from rollgate.error_handler import (
+    UsageError,
+    envelope,
+    report_usage_error,
+    run_guarded,
+    write_err,
+    write_json,
+    write_out,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 Verb = Callable[[Options, argparse.Namespace], Outcome]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rollgate`` console script; returns the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _register_secrets(arguments)
+    # Known before parsing, so that even a usage error answers in JSON.
+    as_json = _wants_json(arguments)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # argparse: --help (0) or a usage error (2)
-        return int(exit_request.code or 0)
+        args = parser.parse_args(arguments)
+    except UsageError as error:
+        return report_usage_error(error, _command_name(parser, arguments), as_json)
+    except SystemExit as exit_request:  # --help: argparse printed it and asks for 0
+        return exit_request.code if isinstance(exit_request.code, int) else 0
+    command_name: str | None = getattr(args, "command_name", None)
     if not hasattr(args, "verb"):
-        parser.print_help(sys.stderr)
-        return EXIT_CANNOT_RUN
-    as_json = bool(getattr(args, "json", False))
-    command_name = args.command_name
+        group: argparse.ArgumentParser = getattr(args, "group_parser", parser)
+        missing = UsageError(
+            "no command given", usage=group.format_usage(), help_text=group.format_help()
+        )
+        return report_usage_error(missing, command_name, as_json)
 
     def invoke() -> int:
         outcome = args.verb(_resolve_options(args), args)
         if as_json:
-            payload = {
-                "ok": outcome.exit_code == 0,
-                "command": command_name,
-                "exit_code": outcome.exit_code,
-                "result": outcome.result,
-            }
-            print(json.dumps(payload, indent=2, default=str), flush=True)
+            write_json(envelope(command_name, outcome.exit_code, result=outcome.result))
         else:
-            print(outcome.text, flush=True)
+            write_out(outcome.text)
         return int(outcome.exit_code)
 
     return run_guarded(invoke, command_name=command_name, as_json=as_json)
 
 
+def _register_secrets(arguments: list[str]) -> None:
+    """Register every password this run could meet, before anything can print it.
+
+    A fresh registry per invocation: ``main`` is also called in-process (tests).
+    """
+    forget_secrets()
+    for value in (*arguments, os.environ.get("DATABASE_URL", "")):
+        register_dsn_secrets(value)
+    register_secret(os.environ.get("PGPASSWORD", ""))
+
+
+def _wants_json(arguments: list[str]) -> bool:
+    """Whether ``--json`` (or an abbreviation argparse accepts) is among the options."""
+    for argument in arguments:
+        if argument == "--":
+            return False
+        if len(argument) >= 3 and "--json".startswith(argument):
+            return True
+    return False
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``UsageError`` instead of exiting, and prints through the handler."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, usage=self.format_usage())
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if message:
+            (write_out if file is sys.stdout else write_err)(message.rstrip("\n"))
+
+
+def _command_name(parser: argparse.ArgumentParser, arguments: list[str]) -> str | None:
+    """The command words in ``arguments`` ("db revert"), as far as they name commands."""
+    words: list[str] = []
+    current = parser
+    remaining: Iterator[str] = iter(arguments)
+    for argument in remaining:
+        if argument == "--":
+            break
+        if argument.startswith("-"):
+            action = current._option_string_actions.get(argument)
+            if action is not None and action.nargs != 0:
+                next(remaining, None)  # the option's value
+            continue
+        commands = _subcommands(current)
+        if argument not in commands:
+            break
+        words.append(argument)
+        current = commands[argument]
+    return " ".join(words) or None
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Global options are accepted before or after the subcommand; SUPPRESS keeps
     # a later default from overwriting an earlier explicit value.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--dsn",
+        type=_dsn_option,
         default=argparse.SUPPRESS,
         help="database connection string (default: $DATABASE_URL)",
     )
@@ -71,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--migrations",
-        type=Path,
+        type=_path_option,
         metavar="DIR",
         default=argparse.SUPPRESS,
         help=f"migrations directory (default: the bundle's {BUNDLED_MIGRATIONS.parent.name}/"
@@ -79,14 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--schema",
-        type=Path,
+        type=_path_option,
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="canonical schema file (default: the bundle's db/schema.sql)",
     )
     common.add_argument(
         "--config",
-        type=Path,
+        type=_path_option,
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="project config (default: ./rollgate.toml when present)",
@@ -99,12 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress messages on stderr",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rollgate",
         parents=[common],
         description="Gated, reversible rollouts for a Postgres-backed, queue-driven app.",
         epilog="exit codes: 0 done, 1 check failed or refused, 2 could not run, "
-        "3 internal error, 130 interrupted",
+        "3 internal error, 130 interrupted. A closed stdout (rollgate ... | head) "
+        "ends output quietly and keeps the exit code of the work",
     )
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -112,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_verbs = db_group.add_subparsers(title="db commands", metavar="VERB")
 
     def verb(
-        subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+        subparsers: argparse._SubParsersAction[_Parser],
         name: str,
         func: Verb,
         help_text: str,
@@ -225,15 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--size", default="250MB", help="target size, e.g. 250MB, 1.5GB")
     sample.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
+    sample.add_argument(
+        "--max-size",
+        default=DEFAULT_MAX_SAMPLE_SIZE,
+        metavar="SIZE",
+        help=f"refuse a --size above this cap (default: {DEFAULT_MAX_SAMPLE_SIZE}); the free "
+        "space of a server on this machine is checked as well",
+    )
 
-    db_group.set_defaults(command_name="db")
+    db_group.set_defaults(command_name="db", group_parser=db_group)
     _snapshot_verbs(groups, verb)
     return parser
 
 
 def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
     group = groups.add_parser("snapshot", help="rollback snapshots: create, verify, restore, ...")
-    group.set_defaults(command_name="snapshot")
+    group.set_defaults(command_name="snapshot", group_parser=group)
     verbs = group.add_subparsers(title="snapshot commands", metavar="VERB")
 
     def store_options(parser: argparse.ArgumentParser) -> None:
@@ -344,6 +430,26 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _dsn_option(text: str) -> str:
+    # An empty --dsn must never mean "whatever $DATABASE_URL or libpq's PG*
+    # variables point at": that is how a command reaches the wrong database.
+    # The value is never echoed: it may hold a password.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "must not be empty (omit --dsn to use $DATABASE_URL deliberately)"
+        )
+    return text
+
+
+def _path_option(text: str) -> Path:
+    # Path("") is ".", the current directory: an empty value is a mistake.
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("must not contain a NUL character")
+    return Path(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -369,17 +475,48 @@ def _resolve_options(args: argparse.Namespace) -> Options:
 
     def progress(message: str) -> None:
         if not quiet:
-            print(f"rollgate: {message}", file=sys.stderr, flush=True)
+            write_err(f"rollgate: {message}")
 
-    config = load_config(getattr(args, "config", None))
+    config_path = getattr(args, "config", None)
+    if config_path is not None:
+        _refuse_unusable_path(config_path, "--config", "config file", directory=False)
+    config = load_config(config_path)
+    migrations = getattr(args, "migrations", None) or config.migrations
+    schema = getattr(args, "schema", None) or config.schema
+    if migrations is not None:
+        _refuse_unusable_path(migrations, "--migrations", "migrations directory", directory=True)
+    if schema is not None:
+        _refuse_unusable_path(schema, "--schema", "schema file", directory=False)
+    dsn = getattr(args, "dsn", None)
     return Options(
-        dsn=getattr(args, "dsn", None) or os.environ.get("DATABASE_URL") or None,
-        migrations_dir=getattr(args, "migrations", None) or config.migrations or BUNDLED_MIGRATIONS,
-        schema_path=getattr(args, "schema", None) or config.schema or BUNDLED_SCHEMA,
+        dsn=dsn if dsn is not None else os.environ.get("DATABASE_URL") or None,
+        migrations_dir=migrations or BUNDLED_MIGRATIONS,
+        schema_path=schema or BUNDLED_SCHEMA,
         config=config,
         progress=progress,
         confirm=_confirm_on_terminal,
     )
+
+
+def _refuse_unusable_path(path: Path, option: str, what: str, *, directory: bool) -> None:
+    """Refuse a path that is missing, unreadable or of the wrong kind, by name.
+
+    Checked before anything opens it: a FIFO given as a file would block the
+    first read forever, and an over-long or looping name would surface as a
+    raw OSError.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CannotRun(f"{path}: {what} not found (check {option})") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CannotRun(f"{path}: cannot use this {what} ({option}): {reason}") from None
+    if directory and not stat.S_ISDIR(mode):
+        raise CannotRun(f"{path}: not a directory, so not a {what} (check {option})")
+    if not directory and not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise CannotRun(f"{path}: {kind}, so not a usable {what} (check {option})")
 
 
 def _confirm_on_terminal(question: str) -> bool:
@@ -538,4 +675,4 @@ def _db_schema(opts: Options, args: argparse.Namespace) -> Outcome:
 def _sample(opts: Options, args: argparse.Namespace) -> Outcome:
     from rollgate.commands import sample
 
-    return sample.sample(opts, size=args.size, seed=args.seed)
+    return sample.sample(opts, size=args.size, seed=args.seed, max_size=args.max_size)

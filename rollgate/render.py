@@ -216,6 +216,13 @@ def sample(report: SampleReport) -> str:
         f"in {report.elapsed_seconds:.1f}s, {report.batches} batch(es), seed {report.seed}"
     ]
     lines += [f"  {table}: {count:,} rows added" for table, count in report.rows.items()]
+    disk = report.server_disk
+    if disk.get("free_bytes") is not None:
+        lines.append(f"  server disk: {_mb(disk['free_bytes'])} free before the run")
+    elif disk:
+        lines.append(
+            f"  server disk: free space unknown ({disk['reason']}); only --max-size applied"
+        )
     return "\n".join(lines)
 
 

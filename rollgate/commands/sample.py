@@ -12,11 +12,17 @@ from rollgate.commands import Options, Outcome
 
 # A 250 MB run has hundreds of batches; one line a second is readable.
 PROGRESS_INTERVAL_SECONDS = 1.0
+# Sample data is for rehearsals and benchmarks; more than this is a typo
+# (1TB for 1GB) far more often than a wish, and fills a disk for hours.
+DEFAULT_MAX_SAMPLE_SIZE = "10GB"
 
 
-def sample(opts: Options, *, size: str, seed: int) -> Outcome:
-    """Generate about ``size`` of data, reporting progress about once a second."""
+def sample(
+    opts: Options, *, size: str, seed: int, max_size: str = DEFAULT_MAX_SAMPLE_SIZE
+) -> Outcome:
+    """Generate about ``size`` of data (at most ``max_size``), reporting progress once a second."""
     target = parse_size(size)
+    cap = parse_size(max_size)
     last_shown = 0.0
 
     def show(progress: SampleProgress) -> None:
@@ -27,5 +33,5 @@ def sample(opts: Options, *, size: str, seed: int) -> Outcome:
             opts.progress(render.sample_progress(progress))
 
     with connect(opts.require_dsn()) as conn:
-        report = generate_sample(conn, target, seed=seed, progress=show)
+        report = generate_sample(conn, target, seed=seed, progress=show, max_bytes=cap)
     return Outcome(0, report.to_dict(), render.sample(report))

@@ -20,7 +20,7 @@ import pytest
 
 from core.errors import CannotRun, CheckFailed
 from core.sizes import parse_size
-from db.sample import TABLES, SampleProgress, SampleReport, generate_sample
+from db.sample import SAMPLE_LOCK_KEY, TABLES, SampleProgress, SampleReport, generate_sample
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -428,3 +428,38 @@ def test_ctrl_c_mid_batch_rolls_back_only_that_batch(empty_dsn: str) -> None:
         " AND pid <> pg_backend_pid()",
     )
     assert orphans == 0
+
+
+# --- guards: one run at a time, a size cap ------------------------------------
+
+
+def test_a_held_sample_lock_refuses_before_anything_is_written(empty_dsn: str) -> None:
+    _load(empty_dsn)
+    with psycopg.connect(empty_dsn, autocommit=True, application_name="other-run") as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (SAMPLE_LOCK_KEY,))
+        with (
+            psycopg.connect(empty_dsn, autocommit=True) as conn,
+            pytest.raises(CheckFailed) as caught,
+        ):
+            generate_sample(conn, MIB, until=UNTIL)
+        holder = other.info.backend_pid
+    assert f"server pid {holder}, application 'other-run'" in caught.value.message
+    assert _one(empty_dsn, "SELECT count(*) FROM customers") == 0
+
+
+def test_the_sample_lock_is_released_when_a_run_ends(empty_dsn: str) -> None:
+    _load(empty_dsn)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        generate_sample(conn, 256 * 1024, until=UNTIL)
+        held = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        ).fetchone()
+    assert held == (0,)
+
+
+def test_a_target_above_the_cap_is_refused_before_anything_is_written(empty_dsn: str) -> None:
+    _load(empty_dsn)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn, pytest.raises(CheckFailed) as caught:
+        generate_sample(conn, 2 * MIB, max_bytes=MIB, until=UNTIL)
+    assert "the target 2048.0 kB is above the cap of 1024.0 kB" in caught.value.message
+    assert _one(empty_dsn, "SELECT count(*) FROM customers") == 0

@@ -10,17 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from rollgate.cli import main
 from tests.db.conftest import WIDGETS, write_migration_set
-
-ROOT = Path(__file__).resolve().parents[2]
-UNREACHABLE = "postgresql://app:hunter2@127.0.0.1:1/app"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.rollgate.conftest import ROOT, UNREACHABLE, run
 
 
 def test_no_dsn_cannot_run(
