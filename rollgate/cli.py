@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         "print it, --write it to the schema file, or --check the file against it",
         "db schema",
     )
+    # The file it writes need not exist yet.
+    schema.set_defaults(writes_schema=True)
     schema_mode = schema.add_mutually_exclusive_group()
     schema_mode.add_argument(
         "--write", action="store_true", help="replace the schema file (atomically) with it"
@@ -486,7 +488,13 @@ def _resolve_options(args: argparse.Namespace) -> Options:
     if migrations is not None:
         _refuse_unusable_path(migrations, "--migrations", "migrations directory", directory=True)
     if schema is not None:
-        _refuse_unusable_path(schema, "--schema", "schema file", directory=False)
+        _refuse_unusable_path(
+            schema,
+            "--schema",
+            "schema file",
+            directory=False,
+            may_be_missing=bool(getattr(args, "writes_schema", False)),
+        )
     dsn = getattr(args, "dsn", None)
     return Options(
         dsn=dsn if dsn is not None else os.environ.get("DATABASE_URL") or None,
@@ -498,16 +506,20 @@ def _resolve_options(args: argparse.Namespace) -> Options:
     )
 
 
-def _refuse_unusable_path(path: Path, option: str, what: str, *, directory: bool) -> None:
+def _refuse_unusable_path(
+    path: Path, option: str, what: str, *, directory: bool, may_be_missing: bool = False
+) -> None:
     """Refuse a path that is missing, unreadable or of the wrong kind, by name.
 
     Checked before anything opens it: a FIFO given as a file would block the
     first read forever, and an over-long or looping name would surface as a
-    raw OSError.
+    raw OSError. ``may_be_missing``: for a file the command is about to write.
     """
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if may_be_missing:
+            return
         raise CannotRun(f"{path}: {what} not found (check {option})") from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
