@@ -97,6 +97,33 @@ METRIC_RESTORE_SECONDS: Final = "RestoreSeconds"
 #: Number of failed checks in one audit run (0 when all pass; emitted every run).
 METRIC_AUDIT_FAILURES: Final = "AuditFailures"
 
+# Emitted by the workflow service (app/), in Embedded Metric Format on stdout.
+#: A task run that succeeded (count).
+METRIC_TASKS_SUCCEEDED: Final = "TasksSucceeded"
+#: A task that exhausted its attempts and was marked failed (count).
+METRIC_TASKS_FAILED: Final = "TasksFailed"
+#: A failed run that will be retried after a backoff (count).
+METRIC_TASK_RETRIES: Final = "TaskRetries"
+#: Wall time of one task run, in milliseconds.
+METRIC_TASK_DURATION_MS: Final = "TaskDurationMilliseconds"
+#: A queue message that could not be parsed; SQS's redrive takes it to the DLQ (count).
+METRIC_POISON_MESSAGES: Final = "PoisonMessages"
+#: Outbox rows published to the queue, and relay passes that failed to publish (count).
+METRIC_OUTBOX_PUBLISHED: Final = "OutboxPublished"
+METRIC_OUTBOX_PUBLISH_FAILURES: Final = "OutboxPublishFailures"
+#: Stripe webhook events recorded, ignored (unknown type) and rejected (bad signature/body).
+METRIC_WEBHOOK_RECORDED: Final = "WebhookEventsRecorded"
+METRIC_WEBHOOK_IGNORED: Final = "WebhookEventsIgnored"
+METRIC_WEBHOOK_REJECTED: Final = "WebhookEventsRejected"
+
+#: Container commands of the workflow service (app/); the image's default CMD is the web one.
+APP_WEB_COMMAND: Final = ("python", "-m", "app", "web")
+APP_WORKER_COMMAND: Final = ("python", "-m", "app", "worker")
+#: Liveness path of the web service (the ALB and container health checks' default).
+APP_HEALTH_PATH: Final = "/healthz"
+#: Readiness path: database, queue and schema version (smoke tests and deploy gates).
+APP_READY_PATH: Final = "/readyz"
+
 # --- Environment the tasks receive ---------------------------------------------
 
 ENV_STACK: Final = "ROLLGATE_STACK"

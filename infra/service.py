@@ -23,7 +23,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.account import AwsAccount
-from infra.config import WORKER_COMMAND, ServiceConfig
+from infra.config import WEB_COMMAND, WORKER_COMMAND, ServiceConfig
 from infra.iam import statement
 from infra.tasks import (
     TaskEnvironment,
@@ -142,6 +142,7 @@ class AppService(pulumi.ComponentResource):
                 image=config.image,
                 env=args.environment,
                 log_group_name=web_logs.name,
+                command=WEB_COMMAND,
                 port=config.container_port,
                 health_check=web_health_check(config.container_port, config.health_check_path),
             ),
