@@ -13,6 +13,8 @@ from typing import Final
 from app.logs import configure_logging, get_logger
 from app.settings import Role, Settings, SettingsError, load_settings
 
+#: The process roles ``python -m app ROLE`` accepts.
+ROLES: Final = ("web", "worker")
 USAGE: Final = "usage: python -m app {web|worker}"
 EXIT_CANNOT_RUN: Final = 2
 ENV_BIND_HOST: Final = "ROLLGATE_BIND_HOST"
@@ -20,7 +22,7 @@ ENV_BIND_HOST: Final = "ROLLGATE_BIND_HOST"
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in ("web", "worker"):
+    if len(args) != 1 or args[0] not in ROLES:
         print(USAGE, file=sys.stderr)
         return EXIT_CANNOT_RUN
     role: Role = "web" if args[0] == "web" else "worker"

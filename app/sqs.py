@@ -12,7 +12,11 @@ from app.settings import Settings
 
 
 def sqs_client(
-    settings: Settings, *, endpoint_url: str | None = None, read_timeout: int = 30
+    settings: Settings,
+    *,
+    endpoint_url: str | None = None,
+    read_timeout: int = 30,
+    attempts: int = 3,
 ) -> Any:
     """A boto3 SQS client; ``endpoint_url`` overrides the settings' (moto, tests)."""
     return boto3.client(
@@ -23,7 +27,7 @@ def sqs_client(
             connect_timeout=3,
             # Longer than the longest long poll (20 s).
             read_timeout=read_timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
         ),
     )
 

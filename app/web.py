@@ -109,6 +109,8 @@ def create_app(settings: Settings, *, start_relay: bool = True) -> FastAPI:  # n
         kwargs={"autocommit": True, "application_name": "rollgate-app-web", "connect_timeout": 5},
     )
     sqs = sqs_client(settings, read_timeout=5)
+    # Readiness answers within the load balancer's timeout: one try, short timeouts.
+    probe_sqs = sqs_client(settings, read_timeout=2, attempts=1)
     relay = OutboxRelay(pool, sqs, settings.queue_url, metrics, settings.relay_interval_seconds)
 
     @asynccontextmanager
@@ -188,7 +190,7 @@ def create_app(settings: Settings, *, start_relay: bool = True) -> FastAPI:  # n
             checks["database"] = {"ok": False, "message": f"unreachable ({type(exc).__name__})"}
             checks["schema"] = {"ok": False, "message": "not checked: database unreachable"}
         try:
-            sqs.get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=["QueueArn"])
+            probe_sqs.get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=["QueueArn"])
             checks["queue"] = {"ok": True}
         except Exception as exc:
             checks["queue"] = {"ok": False, "message": f"unreachable ({type(exc).__name__})"}

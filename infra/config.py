@@ -607,7 +607,10 @@ def _read_service(reader: _Reader, prod: bool, nat: NatMode) -> ServiceConfig:
         ),
         container_port=reader.integer("containerPort", 8000, 1024, 65535),
         health_check_path=reader.matching(
-            "healthCheckPath", outputs.APP_HEALTH_PATH, _HEALTH_PATH_RE, "must be an absolute URL path"
+            "healthCheckPath",
+            outputs.APP_HEALTH_PATH,
+            _HEALTH_PATH_RE,
+            "must be an absolute URL path",
         ),
         web=_check_task_size(reader, "web", 512, 1024),
         web_desired_count=web_desired,

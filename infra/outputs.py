@@ -133,6 +133,13 @@ ENV_DLQ_URL: Final = "ROLLGATE_DLQ_URL"
 ENV_ARTIFACT_BUCKET: Final = "ROLLGATE_ARTIFACT_BUCKET"
 ENV_METRIC_NAMESPACE: Final = "ROLLGATE_METRIC_NAMESPACE"
 ENV_DB_INSTANCE_ID: Final = "ROLLGATE_DB_INSTANCE_ID"
+#: The web container's listening port (the app defaults to 8000).
+ENV_PORT: Final = "PORT"
+#: Worker tuning the app reads; infra derives them from the queue's settings so the
+#: worker's attempts match the redrive's maxReceiveCount and its grace fits the stop timeout.
+ENV_WORKER_MAX_ATTEMPTS: Final = "ROLLGATE_MAX_ATTEMPTS"
+ENV_WORKER_VISIBILITY_TIMEOUT: Final = "ROLLGATE_VISIBILITY_TIMEOUT_SECONDS"
+ENV_WORKER_STOP_GRACE: Final = "ROLLGATE_STOP_GRACE_SECONDS"
 #: libpq variables: host, port and database come in `environment`; user and
 #: password come in `secrets` from the RDS-managed secret.
 ENV_DB_HOST: Final = "PGHOST"

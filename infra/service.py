@@ -22,10 +22,12 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
+from infra import outputs
 from infra.account import AwsAccount
 from infra.config import WEB_COMMAND, WORKER_COMMAND, ServiceConfig
 from infra.iam import statement
 from infra.tasks import (
+    MAX_STOP_TIMEOUT_SECONDS,
     TaskEnvironment,
     container_definition,
     execution_role,
@@ -58,6 +60,9 @@ class AppServiceArgs:
     log_group_prefix: str
     log_retention_days: int
     worker_timeout_seconds: int
+    #: The queue's redrive maxReceiveCount: the worker makes exactly this many attempts.
+    max_receive_count: int
+    visibility_timeout_seconds: int
     subnet_ids: Sequence[pulumi.Input[str]]
     web_security_group_id: pulumi.Input[str]
     worker_security_group_id: pulumi.Input[str]
@@ -144,6 +149,7 @@ class AppService(pulumi.ComponentResource):
                 log_group_name=web_logs.name,
                 command=WEB_COMMAND,
                 port=config.container_port,
+                extra_environment={outputs.ENV_PORT: str(config.container_port)},
                 health_check=web_health_check(config.container_port, config.health_check_path),
             ),
             tags=tags,
@@ -227,6 +233,7 @@ class AppService(pulumi.ComponentResource):
                 health_check=worker_health_check(),
                 health_check_start_period=60,
                 stop_timeout=args.worker_timeout_seconds,
+                extra_environment=worker_environment(args),
             ),
             tags=tags,
         )
@@ -337,6 +344,20 @@ class AppService(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+#: Seconds of the stop timeout kept for releasing the task in hand after the grace period.
+RELEASE_MARGIN_SECONDS: Final = 10
+
+
+def worker_environment(args: AppServiceArgs) -> dict[str, str]:
+    """The worker's tuning, derived from the queue so the two cannot disagree."""
+    stop_timeout = min(args.worker_timeout_seconds, MAX_STOP_TIMEOUT_SECONDS)
+    return {
+        outputs.ENV_WORKER_MAX_ATTEMPTS: str(args.max_receive_count),
+        outputs.ENV_WORKER_VISIBILITY_TIMEOUT: str(args.visibility_timeout_seconds),
+        outputs.ENV_WORKER_STOP_GRACE: str(max(stop_timeout - RELEASE_MARGIN_SECONDS, 1)),
+    }
 
 
 def _backlog_metric(

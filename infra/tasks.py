@@ -42,8 +42,8 @@ class TaskEnvironment:
     db_instance_id: pulumi.Input[str]
     db_secret_arn: pulumi.Input[str]
 
-    def environment_variables(self) -> list[dict[str, Any]]:
-        """Plain, non-secret settings (the task definition's ``environment``)."""
+    def environment_variables(self, extra: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Plain, non-secret settings (the task definition's ``environment``), plus ``extra``."""
         values: dict[str, pulumi.Input[str]] = {
             "AWS_REGION": self.region,
             outputs.ENV_STACK: self.stack,
@@ -57,6 +57,7 @@ class TaskEnvironment:
             outputs.ENV_DB_PORT: pulumi.Output.from_input(self.db_port).apply(str),
             outputs.ENV_DB_NAME: self.db_name,
             outputs.ENV_DB_SSLMODE: "require",
+            **(extra or {}),
         }
         return [{"name": key, "value": value} for key, value in sorted(values.items())]
 
@@ -83,13 +84,14 @@ def container_definition(
     health_check: Sequence[str] | None = None,
     health_check_start_period: int = 30,
     stop_timeout: int = 30,
+    extra_environment: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One hardened container: read-only root, secrets from Secrets Manager, awslogs."""
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "essential": True,
-        "environment": env.environment_variables(),
+        "environment": env.environment_variables(extra_environment),
         "secrets": env.secrets(),
         "readonlyRootFilesystem": True,
         "mountPoints": [{"sourceVolume": TMP_VOLUME, "containerPath": "/tmp", "readOnly": False}],  # noqa: S108
