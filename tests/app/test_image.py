@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -44,14 +43,14 @@ def docker_dsn(docker_server: ThrowawayPostgres) -> Iterator[str]:
 
 
 @pytest.fixture
-def run_container(app_image: str) -> Iterator[object]:
+def run_container(app_image: str) -> Iterator[Callable[[str, dict[str, str]], str]]:
     names: list[str] = []
 
     def run(role: str, env: dict[str, str]) -> str:
         name = f"rollgate-app-test-{role}-{os.getpid()}-{len(names)}"
         args = ["docker", "run", "--detach", "--name", name, "--network", "host"]
         # As the task definition runs it: read-only root, /tmp a scratch volume, non-root.
-        args += ["--read-only", "--tmpfs", "/tmp", "--init"]
+        args += ["--read-only", "--tmpfs", "/tmp", "--init"]  # noqa: S108
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         subprocess.run(
@@ -66,7 +65,7 @@ def run_container(app_image: str) -> Iterator[object]:
 
 
 def test_the_image_serves_health_and_runs_tasks(
-    docker_dsn: str, queues: Queues, run_container: object, tmp_path: Path
+    docker_dsn: str, queues: Queues, run_container: Callable[[str, dict[str, str]], str]
 ) -> None:
     port = free_port()
     env = {
@@ -83,9 +82,8 @@ def test_the_image_serves_health_and_runs_tasks(
         "ROLLGATE_BIND_HOST": "127.0.0.1",
         "PORT": str(port),
     }
-    run = run_container  # type: ignore[assignment]
-    web = run("web", env)  # type: ignore[operator]
-    worker = run("worker", env)  # type: ignore[operator]
+    web = run_container("web", env)
+    worker = run_container("worker", env)
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:

@@ -76,7 +76,9 @@ def test_no_personal_data_or_secret_in_any_log_line(
 
     def finished() -> bool:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            statuses = dict(conn.execute("SELECT id, status FROM execution_tasks").fetchall())
+            statuses: dict[int, str] = dict(
+                conn.execute("SELECT id, status FROM execution_tasks").fetchall()
+            )
         return statuses == {ok[1]["id"]: "succeeded", doomed[1]["id"]: "failed"}
 
     wait_until(finished, 60, "both tasks to finish")
