@@ -148,6 +148,9 @@ ENV_DB_NAME: Final = "PGDATABASE"
 ENV_DB_SSLMODE: Final = "PGSSLMODE"
 SECRET_DB_USER: Final = "PGUSER"  # noqa: S105 (a variable name)
 SECRET_DB_PASSWORD: Final = "PGPASSWORD"  # noqa: S105 (a variable name)
+#: The web task's Stripe webhook signing secret (``whsec_...``), from its own
+#: Secrets Manager secret; the value is put there out of band, never by Pulumi.
+SECRET_STRIPE_WEBHOOK: Final = "STRIPE_WEBHOOK_SECRET"  # noqa: S105 (a variable name)
 
 #: The worker touches this file at least every 60 s; its container health check
 #: fails when the file is older than 120 s.

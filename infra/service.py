@@ -75,6 +75,8 @@ class AppServiceArgs:
     db_kms_key_arn: pulumi.Input[str]
     queue_arn: pulumi.Input[str]
     queue_name: pulumi.Input[str]
+    #: Prod protects the Stripe signing secret like other state.
+    prod: bool
     web_alarm_names: Sequence[pulumi.Input[str]]
     worker_alarm_names: Sequence[pulumi.Input[str]]
     tags: Mapping[str, str]
@@ -96,6 +98,7 @@ class AppService(pulumi.ComponentResource):
     worker_service: aws.ecs.Service
     web_task_definition: aws.ecs.TaskDefinition
     worker_task_definition: aws.ecs.TaskDefinition
+    stripe_webhook_secret: aws.secretsmanager.Secret
 
     def __init__(
         self, name: str, args: AppServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -113,6 +116,18 @@ class AppService(pulumi.ComponentResource):
         )
 
         # --- web ------------------------------------------------------------------
+        # The Stripe webhook signing secret: Pulumi creates the secret, never its value
+        # (put it with `aws secretsmanager put-secret-value`). Same key as the database
+        # secret, so the execution role's kms:Decrypt (via Secrets Manager) covers it.
+        self.stripe_webhook_secret = aws.secretsmanager.Secret(
+            f"{name}-stripe-webhook-secret",
+            name=f"{args.name_prefix}/stripe-webhook-secret",
+            description="Stripe webhook signing secret (whsec_...) for POST /webhooks/stripe",
+            kms_key_id=args.db_kms_key_arn,
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.prod),
+        )
         web_logs = log_group(
             self,
             f"{name}-web",
@@ -140,7 +155,9 @@ class AppService(pulumi.ComponentResource):
             cpu=config.web.cpu,
             memory=config.web.memory,
             cpu_architecture=config.cpu_architecture,
-            execution_role_arn=self._execution_role(f"{name}-web", args, web_logs).arn,
+            execution_role_arn=self._execution_role(
+                f"{name}-web", args, web_logs, extra_secret_arns=[self.stripe_webhook_secret.arn]
+            ).arn,
             task_role_arn=web_role.arn,
             container=container_definition(
                 name="web",
@@ -150,6 +167,12 @@ class AppService(pulumi.ComponentResource):
                 command=WEB_COMMAND,
                 port=config.container_port,
                 extra_environment={outputs.ENV_PORT: str(config.container_port)},
+                extra_secrets=[
+                    {
+                        "name": outputs.SECRET_STRIPE_WEBHOOK,
+                        "valueFrom": self.stripe_webhook_secret.arn,
+                    }
+                ],
                 health_check=web_health_check(config.container_port, config.health_check_path),
             ),
             tags=tags,
@@ -275,7 +298,11 @@ class AppService(pulumi.ComponentResource):
         )
 
     def _execution_role(
-        self, name: str, args: AppServiceArgs, logs: aws.cloudwatch.LogGroup
+        self,
+        name: str,
+        args: AppServiceArgs,
+        logs: aws.cloudwatch.LogGroup,
+        extra_secret_arns: Sequence[pulumi.Input[str]] = (),
     ) -> aws.iam.Role:
         return execution_role(
             self,
@@ -286,6 +313,7 @@ class AppService(pulumi.ComponentResource):
             secret_arn=args.db_secret_arn,
             secret_kms_key_arn=args.db_kms_key_arn,
             tags=args.tags,
+            extra_secret_arns=extra_secret_arns,
         )
 
     def _worker_autoscaling(self, name: str, args: AppServiceArgs) -> None:

@@ -76,4 +76,5 @@ def test_prod_protects_state_and_dev_does_not(
             "aws:kms/key:Key::rollgate-prod-db-key",
             "aws:rds/instance:Instance::rollgate-prod-db-instance",
             "aws:s3/bucket:Bucket::rollgate-prod-artifacts-bucket",
+            "aws:secretsmanager/secret:Secret::rollgate-prod-app-stripe-webhook-secret",
         ]

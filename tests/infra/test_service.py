@@ -82,10 +82,20 @@ def test_secrets_come_from_secrets_manager_never_environment(run: ProgramRun) ->
             names = {e["name"] for e in c["environment"]}
             assert not names & {outputs.SECRET_DB_USER, outputs.SECRET_DB_PASSWORD}
             assert not any("PASSWORD" in n or "SECRET" in n for n in names)
-            assert c["secrets"] == [
+            database = [
                 {"name": outputs.SECRET_DB_USER, "valueFrom": f"{secret_arn}:username::"},
                 {"name": outputs.SECRET_DB_PASSWORD, "valueFrom": f"{secret_arn}:password::"},
             ]
+            assert c["secrets"][:2] == database
+            if c["name"] == "web":
+                stripe = run.one("aws:secretsmanager/secret:Secret", "-stripe-webhook-secret")
+                assert c["secrets"][2:] == [
+                    {"name": outputs.SECRET_STRIPE_WEBHOOK, "valueFrom": stripe.outputs["arn"]}
+                ]
+                db_key = run.one("aws:kms/key:Key", "-db-key")
+                assert stripe.inputs["kmsKeyId"] == db_key.outputs["arn"]
+            else:
+                assert c["secrets"] == database
 
 
 def test_tasks_know_where_everything_is(run: ProgramRun) -> None:
