@@ -42,6 +42,7 @@ Machines are noisy: compare ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import hmac
 import json
@@ -97,17 +98,17 @@ def main(argv: list[str] | None = None) -> int:
                     rate, _lat = _hammer(
                         args.tasks,
                         args.clients,
-                        lambda i, url=web.url: _post(url + "/tasks", {"payload": {"i": i}}),
+                        functools.partial(_post_task, web.url),
                     )
                     if workers == 1:
                         rows.append((f"POST /tasks ({args.clients} clients)", f"{rate:,.0f} req/s"))
-                    _wait(lambda queue=queue: _count(sqs, queue) >= args.tasks, 120)
+                    _wait(functools.partial(_queued_at_least, sqs, queue, args.tasks), 120)
                 started = time.monotonic()
                 procs = [_process("worker", env) for _ in range(workers)]
                 for proc in procs:
                     proc.__enter__()
                 try:
-                    _wait(lambda dsn=dsn: _succeeded(dsn) >= args.tasks, 600)
+                    _wait(functools.partial(_succeeded_at_least, dsn, args.tasks), 600)
                 finally:
                     for proc in procs:
                         proc.__exit__(None, None, None)
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             queue, dlq = _queues(sqs, "bench-webhooks")
             with _process("web", _env(dsn, queue, dlq, endpoint)) as web:
                 rate, latencies = _hammer(
-                    args.webhooks, args.clients, lambda _i, url=web.url: _webhook(url)
+                    args.webhooks, args.clients, functools.partial(_webhook, web.url)
                 )
             p50 = statistics.median(latencies) * 1000
             p99 = statistics.quantiles(latencies, n=100)[98] * 1000
@@ -240,7 +241,19 @@ def _post(url: str, body: dict[str, Any] | bytes, headers: dict[str, str] | None
         response.read()
 
 
-def _webhook(url: str) -> None:
+def _post_task(url: str, i: int) -> None:
+    _post(url + "/tasks", {"payload": {"i": i}})
+
+
+def _queued_at_least(sqs: Any, queue: str, count: int) -> bool:
+    return _count(sqs, queue) >= count
+
+
+def _succeeded_at_least(dsn: str, count: int) -> bool:
+    return _succeeded(dsn) >= count
+
+
+def _webhook(url: str, _i: int) -> None:
     event = {
         "id": "evt_" + secrets.token_hex(12),
         "type": "charge.succeeded",
