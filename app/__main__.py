@@ -17,7 +17,6 @@ from app.settings import Role, Settings, SettingsError, load_settings
 ROLES: Final = ("web", "worker")
 USAGE: Final = "usage: python -m app {web|worker}"
 EXIT_CANNOT_RUN: Final = 2
-ENV_BIND_HOST: Final = "ROLLGATE_BIND_HOST"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +41,7 @@ def run_web(settings: Settings) -> int:
 
     uvicorn.run(
         create_app(settings),
-        # All interfaces in the container (the ALB reaches the task's ENI).
-        host=os.environ.get(ENV_BIND_HOST, "0.0.0.0"),  # noqa: S104
+        host=settings.bind_host,
         port=settings.port,
         log_config=None,
         access_log=False,

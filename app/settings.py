@@ -39,6 +39,8 @@ ENV_EXECUTOR: Final = "ROLLGATE_EXECUTOR"
 ENV_RELAY_INTERVAL: Final = "ROLLGATE_RELAY_INTERVAL_SECONDS"
 #: Set by the ECS agent in every task (v1.61+); the task-protection endpoint lives under it.
 ENV_ECS_AGENT_URI: Final = "ECS_AGENT_URI"
+#: The web server's listen address: all interfaces in the container, loopback in tests.
+ENV_BIND_HOST: Final = "ROLLGATE_BIND_HOST"
 
 #: libpq variables that, without DATABASE_URL, say where the database is.
 LIBPQ_LOCATION_VARIABLES: Final = ("PGHOST", "PGDATABASE", "PGSERVICE")
@@ -47,6 +49,7 @@ DEFAULT_PORT: Final = 8000
 
 _HTTP_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_BIND_HOST = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _STACK = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _EXECUTOR = re.compile(r"^(reference|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
 
@@ -68,6 +71,7 @@ class Settings:
     aws_endpoint_url: str | None
     stripe_webhook_secret: str | None = field(repr=False)
     port: int
+    bind_host: str
     stack: str
     metric_namespace: str
     heartbeat_file: str
@@ -101,6 +105,12 @@ def load_settings(environ: Mapping[str, str], role: Role) -> Settings:
         aws_endpoint_url=reader.url(ENV_AWS_ENDPOINT_URL, required=False),
         stripe_webhook_secret=reader.stripe_secret(required=role == "web"),
         port=reader.integer(ENV_PORT, DEFAULT_PORT, 1, 65535),
+        bind_host=reader.matching(
+            ENV_BIND_HOST,
+            _BIND_HOST,
+            "an IPv4 address such as 0.0.0.0 or 127.0.0.1",
+            default="0.0.0.0",  # noqa: S104 (the ALB reaches the task's ENI)
+        ),
         stack=reader.matching(ENV_STACK, _STACK, "letters, digits, '.', '_' or '-'"),
         metric_namespace=reader.matching(
             ENV_METRIC_NAMESPACE, _STACK, "a CloudWatch namespace", default=outputs.METRIC_NAMESPACE

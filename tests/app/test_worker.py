@@ -213,3 +213,22 @@ def test_sigterm_mid_task_lets_a_short_task_finish(
     assert worker.process.wait(30) == 0
     assert task(dsn, short_task)["status"] == "succeeded"
     assert queues.count(queues.url) == 0
+
+
+def test_a_task_whose_worker_was_killed_is_reclaimed_after_its_lease(
+    app_env: dict[str, str], queues: Queues, start_app: StartApp
+) -> None:
+    dsn = app_env["DATABASE_URL"]
+    # SIGKILL: no handler runs, the row stays `running`. Its message comes back after
+    # the visibility timeout (2 s) and the claim takes the row once the lease expires.
+    env = {**app_env, "ROLLGATE_VISIBILITY_TIMEOUT_SECONDS": "2"}
+    orphan = submit(dsn, queues, {"sleep_seconds": 3})
+    doomed = start_app("worker", env)
+    wait_until(status_is(dsn, orphan, "running"), what="the task to start")
+    doomed.process.kill()
+    doomed.process.wait(10)
+    assert task(dsn, orphan)["status"] == "running"
+    rescuer = start_app("worker", env)
+    wait_until(status_is(dsn, orphan, "succeeded"), timeout=60, what="another worker to finish it")
+    assert rescuer.terminate() == 0
+    assert task(dsn, orphan)["attempts"] == 2
