@@ -80,6 +80,10 @@ CREATE TABLE public.execution_tasks (
     finished_at timestamptz,
     -- Added by 0002_add_ai_model: the fix the second seed asks for.
     ai_model text,
+    -- Added by 0003_add_task_outbox: a retried POST /tasks finds its task by
+    -- this key; a claimed task belongs to its worker until the lease expires.
+    idempotency_key text,
+    lease_expires_at timestamptz,
     CONSTRAINT execution_tasks_pkey PRIMARY KEY (id),
     CONSTRAINT execution_tasks_status_valid CHECK (
         status IN ('queued', 'running', 'succeeded', 'failed', 'dead')
@@ -94,9 +98,29 @@ CREATE INDEX execution_tasks_status_created_at_idx ON public.execution_tasks (st
 
 CREATE INDEX idx_ai_model ON public.execution_tasks (ai_model);
 
+CREATE UNIQUE INDEX execution_tasks_idempotency_key_key
+    ON public.execution_tasks (idempotency_key);
+
 CREATE TRIGGER execution_tasks_set_updated_at
     BEFORE UPDATE ON public.execution_tasks
     FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+-- Transactional outbox: written with its task in one transaction; a relay
+-- publishes unsent rows to SQS and marks them sent.
+CREATE TABLE public.task_outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    task_id bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at timestamptz,
+    CONSTRAINT task_outbox_pkey PRIMARY KEY (id),
+    CONSTRAINT task_outbox_task_id_fkey FOREIGN KEY (task_id)
+        REFERENCES public.execution_tasks (id) ON DELETE CASCADE
+);
+
+CREATE INDEX task_outbox_task_id_idx ON public.task_outbox (task_id);
+
+-- The relay reads only what is still to send, oldest first.
+CREATE INDEX task_outbox_unsent_idx ON public.task_outbox (id) WHERE sent_at IS NULL;
 
 -- Stripe webhook log for ROI tracking. The unique Stripe event id makes
 -- ingestion idempotent: a redelivered webhook is an ON CONFLICT DO NOTHING.
@@ -127,3 +151,38 @@ CREATE INDEX payment_events_customer_id_idx ON public.payment_events (customer_i
 
 -- ROI reports read a time window of events.
 CREATE INDEX payment_events_received_at_idx ON public.payment_events (received_at);
+
+-- ROI report (0004_create_roi_views): gross (charge.succeeded), refunds
+-- (refund.created) and net, in minor units, per UTC day and currency, and the
+-- same per customer.
+CREATE VIEW public.roi_daily AS
+SELECT
+    (pe.received_at AT TIME ZONE 'UTC')::date AS day,
+    pe.currency,
+    coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'charge.succeeded'), 0)::bigint
+        AS gross_minor,
+    coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'refund.created'), 0)::bigint
+        AS refunds_minor,
+    (coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'charge.succeeded'), 0)
+        - coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'refund.created'), 0))::bigint
+        AS net_minor
+FROM public.payment_events pe
+WHERE pe.event_type IN ('charge.succeeded', 'refund.created')
+GROUP BY 1, 2;
+
+-- The same per customer (NULL: an event no customer row matched).
+CREATE VIEW public.roi_customer_daily AS
+SELECT
+    (pe.received_at AT TIME ZONE 'UTC')::date AS day,
+    pe.customer_id,
+    pe.currency,
+    coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'charge.succeeded'), 0)::bigint
+        AS gross_minor,
+    coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'refund.created'), 0)::bigint
+        AS refunds_minor,
+    (coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'charge.succeeded'), 0)
+        - coalesce(sum(pe.amount_minor) FILTER (WHERE pe.event_type = 'refund.created'), 0))::bigint
+        AS net_minor
+FROM public.payment_events pe
+WHERE pe.event_type IN ('charge.succeeded', 'refund.created')
+GROUP BY 1, 2, 3;

@@ -138,6 +138,7 @@ app = AppService(
         db_kms_key_arn=database.kms_key_arn,
         queue_arn=messaging.queue.arn,
         queue_name=messaging.queue.name,
+        prod=config.is_prod,
         web_alarm_names=alarms.web_deployment_alarm_names,
         worker_alarm_names=alarms.worker_deployment_alarm_names,
         tags=tags,

@@ -25,6 +25,7 @@ from typing import Final, Literal, TypeVar
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from infra import outputs
 from infra.tagging import (
     ENV_DEV,
     ENV_PROD,
@@ -41,8 +42,9 @@ MIN_POSTGRES_MAJOR: Final = 14
 
 #: Container command of the scheduled audit task.
 AUDIT_COMMAND: Final = ("rollgate", "audit", "--json")
-#: Container command of the queue worker (the web service runs the image's default CMD).
-WORKER_COMMAND: Final = ("rollgate", "worker")
+#: Container commands of the web service and the queue worker (the app's, see infra.outputs).
+WEB_COMMAND: Final = outputs.APP_WEB_COMMAND
+WORKER_COMMAND: Final = outputs.APP_WORKER_COMMAND
 
 #: The dead-letter queue keeps messages for the SQS maximum, 14 days. SQS keeps a
 #: message's original enqueue time when it moves to the DLQ, so the DLQ must keep
@@ -760,7 +762,10 @@ def _read_service(reader: _Reader, prod: bool, nat: NatMode) -> ServiceConfig:
         ),
         container_port=reader.integer("containerPort", 8000, 1024, 65535),
         health_check_path=reader.matching(
-            "healthCheckPath", "/healthz", _HEALTH_PATH_RE, "must be an absolute URL path"
+            "healthCheckPath",
+            outputs.APP_HEALTH_PATH,
+            _HEALTH_PATH_RE,
+            "must be an absolute URL path",
         ),
         web=_check_task_size(reader, "web", 512, 1024),
         web_desired_count=web_desired,

@@ -108,6 +108,33 @@ METRIC_RESTORE_SECONDS: Final = "RestoreSeconds"
 #: Number of failed checks in one audit run (0 when all pass; emitted every run).
 METRIC_AUDIT_FAILURES: Final = "AuditFailures"
 
+# Emitted by the workflow service (app/), in Embedded Metric Format on stdout.
+#: A task run that succeeded (count).
+METRIC_TASKS_SUCCEEDED: Final = "TasksSucceeded"
+#: A task that exhausted its attempts and was marked failed (count).
+METRIC_TASKS_FAILED: Final = "TasksFailed"
+#: A failed run that will be retried after a backoff (count).
+METRIC_TASK_RETRIES: Final = "TaskRetries"
+#: Wall time of one task run, in milliseconds.
+METRIC_TASK_DURATION_MS: Final = "TaskDurationMilliseconds"
+#: A queue message that could not be parsed; SQS's redrive takes it to the DLQ (count).
+METRIC_POISON_MESSAGES: Final = "PoisonMessages"
+#: Outbox rows published to the queue, and relay passes that failed to publish (count).
+METRIC_OUTBOX_PUBLISHED: Final = "OutboxPublished"
+METRIC_OUTBOX_PUBLISH_FAILURES: Final = "OutboxPublishFailures"
+#: Stripe webhook events recorded, ignored (unknown type) and rejected (bad signature/body).
+METRIC_WEBHOOK_RECORDED: Final = "WebhookEventsRecorded"
+METRIC_WEBHOOK_IGNORED: Final = "WebhookEventsIgnored"
+METRIC_WEBHOOK_REJECTED: Final = "WebhookEventsRejected"
+
+#: Container commands of the workflow service (app/); the image's default CMD is the web one.
+APP_WEB_COMMAND: Final = ("python", "-m", "app", "web")
+APP_WORKER_COMMAND: Final = ("python", "-m", "app", "worker")
+#: Liveness path of the web service (the ALB and container health checks' default).
+APP_HEALTH_PATH: Final = "/healthz"
+#: Readiness path: database, queue and schema version (smoke tests and deploy gates).
+APP_READY_PATH: Final = "/readyz"
+
 # --- Environment the tasks receive ---------------------------------------------
 
 ENV_STACK: Final = "ROLLGATE_STACK"
@@ -117,6 +144,13 @@ ENV_DLQ_URL: Final = "ROLLGATE_DLQ_URL"
 ENV_ARTIFACT_BUCKET: Final = "ROLLGATE_ARTIFACT_BUCKET"
 ENV_METRIC_NAMESPACE: Final = "ROLLGATE_METRIC_NAMESPACE"
 ENV_DB_INSTANCE_ID: Final = "ROLLGATE_DB_INSTANCE_ID"
+#: The web container's listening port (the app defaults to 8000).
+ENV_PORT: Final = "PORT"
+#: Worker tuning the app reads; infra derives them from the queue's settings so the
+#: worker's attempts match the redrive's maxReceiveCount and its grace fits the stop timeout.
+ENV_WORKER_MAX_ATTEMPTS: Final = "ROLLGATE_MAX_ATTEMPTS"
+ENV_WORKER_VISIBILITY_TIMEOUT: Final = "ROLLGATE_VISIBILITY_TIMEOUT_SECONDS"
+ENV_WORKER_STOP_GRACE: Final = "ROLLGATE_STOP_GRACE_SECONDS"
 #: libpq variables: host, port and database come in `environment`; user and
 #: password come in `secrets` from the RDS-managed secret.
 ENV_DB_HOST: Final = "PGHOST"
@@ -145,6 +179,9 @@ SECRET_DB_APP_USER: Final = "ROLLGATE_DB_APP_USER"  # noqa: S105 (a variable nam
 SECRET_DB_APP_PASSWORD: Final = "ROLLGATE_DB_APP_PASSWORD"  # noqa: S105 (a variable name)
 SECRET_DB_AUDIT_USER: Final = "ROLLGATE_DB_AUDIT_USER"  # noqa: S105 (a variable name)
 SECRET_DB_AUDIT_PASSWORD: Final = "ROLLGATE_DB_AUDIT_PASSWORD"  # noqa: S105 (a variable name)
+#: The web task's Stripe webhook signing secret (``whsec_...``), from its own
+#: Secrets Manager secret; the value is put there out of band, never by Pulumi.
+SECRET_STRIPE_WEBHOOK: Final = "STRIPE_WEBHOOK_SECRET"  # noqa: S105 (a variable name)
 
 #: The worker touches this file at least every 60 s; its container health check
 #: fails when the file is older than 120 s.

@@ -33,7 +33,7 @@ import pulumi_aws as aws
 
 from infra import outputs
 from infra.account import AwsAccount
-from infra.config import WORKER_COMMAND, QueueConfig, ServiceConfig
+from infra.config import WEB_COMMAND, WORKER_COMMAND, QueueConfig, ServiceConfig
 from infra.iam import statement
 from infra.tagging import ROLE_MIGRATOR, ROLE_WEB, ROLE_WORKER
 from infra.tasks import (
@@ -94,6 +94,8 @@ class AppServiceArgs:
     db_kms_key_arn: pulumi.Input[str]
     queue_arn: pulumi.Input[str]
     queue_name: pulumi.Input[str]
+    #: Prod protects the Stripe signing secret like other state.
+    prod: bool
     web_alarm_names: Sequence[pulumi.Input[str]]
     worker_alarm_names: Sequence[pulumi.Input[str]]
     tags: Mapping[str, str]
@@ -116,6 +118,7 @@ class AppService(pulumi.ComponentResource):
     web_task_definition: aws.ecs.TaskDefinition
     worker_task_definition: aws.ecs.TaskDefinition
     migrate_task_definition: aws.ecs.TaskDefinition
+    stripe_webhook_secret: aws.secretsmanager.Secret
 
     def __init__(
         self, name: str, args: AppServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -133,6 +136,18 @@ class AppService(pulumi.ComponentResource):
         )
 
         # --- web ------------------------------------------------------------------
+        # The Stripe webhook signing secret: Pulumi creates the secret, never its value
+        # (put it with `aws secretsmanager put-secret-value`). Same key as the database
+        # secret, so the execution role's kms:Decrypt (via Secrets Manager) covers it.
+        self.stripe_webhook_secret = aws.secretsmanager.Secret(
+            f"{name}-stripe-webhook-secret",
+            name=f"{args.name_prefix}/stripe-webhook-secret",
+            description="Stripe webhook signing secret (whsec_...) for POST /webhooks/stripe",
+            kms_key_id=args.db_kms_key_arn,
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.prod),
+        )
         web_logs = log_group(
             self,
             f"{name}-web",
@@ -162,7 +177,11 @@ class AppService(pulumi.ComponentResource):
             memory=config.web.memory,
             cpu_architecture=config.cpu_architecture,
             execution_role_arn=self._execution_role(
-                f"{name}-web", args, web_logs, args.db_app_secret_arn
+                f"{name}-web",
+                args,
+                web_logs,
+                args.db_app_secret_arn,
+                extra_secret_arns=[self.stripe_webhook_secret.arn],
             ).arn,
             task_role_arn=web_role.arn,
             role=ROLE_WEB,
@@ -172,7 +191,15 @@ class AppService(pulumi.ComponentResource):
                 env=args.environment,
                 db_secret_arn=args.db_app_secret_arn,
                 log_group_name=web_logs.name,
+                command=WEB_COMMAND,
                 port=config.container_port,
+                extra_environment={outputs.ENV_PORT: str(config.container_port)},
+                extra_secrets=[
+                    {
+                        "name": outputs.SECRET_STRIPE_WEBHOOK,
+                        "valueFrom": self.stripe_webhook_secret.arn,
+                    }
+                ],
                 health_check=web_health_check(config.container_port, config.health_check_path),
             ),
             tags=tags,
@@ -272,6 +299,7 @@ class AppService(pulumi.ComponentResource):
                 db_secret_arn=args.db_app_secret_arn,
                 log_group_name=worker_logs.name,
                 extra_environment={
+                    **worker_environment(args.queue),
                     outputs.ENV_WORKER_TIMEOUT_SECONDS: str(args.queue.worker_timeout_seconds),
                     outputs.ENV_WORKER_TASK_PROTECTION: str(
                         args.queue.worker_task_protection
@@ -332,6 +360,7 @@ class AppService(pulumi.ComponentResource):
         args: AppServiceArgs,
         logs: aws.cloudwatch.LogGroup,
         *secret_arns: pulumi.Input[str],
+        extra_secret_arns: Sequence[pulumi.Input[str]] = (),
     ) -> aws.iam.Role:
         return execution_role(
             self,
@@ -342,6 +371,7 @@ class AppService(pulumi.ComponentResource):
             secret_arns=list(secret_arns),
             secret_kms_key_arn=args.db_kms_key_arn,
             tags=args.tags,
+            extra_secret_arns=extra_secret_arns,
         )
 
     def _migrate_task(self, name: str, args: AppServiceArgs) -> aws.ecs.TaskDefinition:
@@ -492,6 +522,24 @@ class AppService(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+#: Seconds of the stop timeout kept for releasing the task in hand after the grace period.
+RELEASE_MARGIN_SECONDS: Final = 10
+
+
+def worker_environment(queue: QueueConfig) -> dict[str, str]:
+    """The worker's tuning, derived from the queue so the two cannot disagree.
+
+    Its attempts are the redrive's maxReceiveCount; its grace on SIGTERM ends
+    early enough within the stop timeout to release the task in hand.
+    """
+    stop_timeout = queue.worker_stop_timeout_seconds
+    return {
+        outputs.ENV_WORKER_MAX_ATTEMPTS: str(queue.max_receive_count),
+        outputs.ENV_WORKER_VISIBILITY_TIMEOUT: str(queue.visibility_timeout_seconds),
+        outputs.ENV_WORKER_STOP_GRACE: str(max(stop_timeout - RELEASE_MARGIN_SECONDS, 1)),
+    }
 
 
 def _backlog_metric(

@@ -102,7 +102,7 @@ def container_definition(
         "image": image,
         "essential": True,
         "environment": env.environment_variables(extra_environment),
-        "secrets": [*env.secrets(db_secret_arn), *extra_secrets],
+        "secrets": [*env.secrets(db_secret_arn), *(dict(secret) for secret in extra_secrets)],
         "readonlyRootFilesystem": True,
         "mountPoints": [{"sourceVolume": TMP_VOLUME, "containerPath": "/tmp", "readOnly": False}],  # noqa: S108
         "linuxParameters": {"initProcessEnabled": True},
@@ -174,8 +174,13 @@ def execution_role(
     secret_arns: Sequence[pulumi.Input[str]],
     secret_kms_key_arn: pulumi.Input[str],
     tags: Mapping[str, str],
+    extra_secret_arns: Sequence[pulumi.Input[str]] = (),
 ) -> aws.iam.Role:
-    """Role ECS uses to start one task family: its image, its log group, its secret."""
+    """Role ECS uses to start one task family: its image, its log group, its secrets.
+
+    ``extra_secret_arns`` are further Secrets Manager secrets the task's
+    ``secrets`` read, encrypted with the same key as the database secret.
+    """
     child = pulumi.ResourceOptions(parent=parent)
     # Execution role: assumed by ECS on this account's behalf only.
     role = aws.iam.Role(
@@ -194,6 +199,17 @@ def execution_role(
             sid="WriteOwnLogGroup",
         ),
         statement(["secretsmanager:GetSecretValue"], list(secret_arns), sid="ReadDatabaseSecret"),
+        *(
+            [
+                statement(
+                    ["secretsmanager:GetSecretValue"],
+                    list(extra_secret_arns),
+                    sid="ReadAppSecrets",
+                )
+            ]
+            if extra_secret_arns
+            else []
+        ),
         statement(
             ["kms:Decrypt"],
             [secret_kms_key_arn],

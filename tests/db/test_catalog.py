@@ -100,7 +100,9 @@ def test_catalog_covers_every_object_in_the_schema(canonical: Catalog):
         "public.execution_tasks",
         "public.orders",
         "public.payment_events",
+        "public.task_outbox",
     ]
+    assert sorted(canonical.objects("view")) == ["public.roi_customer_daily", "public.roi_daily"]
     assert sorted(canonical.objects("function")) == ["public.set_updated_at()"]
     assert sorted(canonical.objects("trigger")) == [
         "public.customers.customers_set_updated_at",
@@ -126,10 +128,13 @@ def test_catalog_covers_every_object_in_the_schema(canonical: Catalog):
         "public.payment_events.payment_events_pkey",
         "public.payment_events.payment_events_stripe_event_id_key",
         "public.payment_events.payment_events_stripe_event_id_shape",
+        "public.task_outbox.task_outbox_pkey",
+        "public.task_outbox.task_outbox_task_id_fkey",
     ]
     assert sorted(canonical.objects("index")) == [
         "public.customers_email_lower_key",
         "public.customers_pkey",
+        "public.execution_tasks_idempotency_key_key",
         "public.execution_tasks_pkey",
         "public.execution_tasks_status_created_at_idx",
         "public.idx_ai_model",
@@ -139,6 +144,9 @@ def test_catalog_covers_every_object_in_the_schema(canonical: Catalog):
         "public.payment_events_pkey",
         "public.payment_events_received_at_idx",
         "public.payment_events_stripe_event_id_key",
+        "public.task_outbox_pkey",
+        "public.task_outbox_task_id_idx",
+        "public.task_outbox_unsent_idx",
     ]
     assert [schema.name for schema in canonical.schemas] == ["public"]
     assert [extension.name for extension in canonical.extensions] == ["plpgsql"]
@@ -158,6 +166,7 @@ def test_catalog_covers_every_object_in_the_schema(canonical: Catalog):
             [
                 "id", "status", "payload", "attempts", "last_error", "created_at",
                 "updated_at", "started_at", "finished_at", "ai_model",
+                "idempotency_key", "lease_expires_at",
             ],
             start=1,
         )
@@ -192,8 +201,8 @@ DRIFTS = [
         id="added-table",
     ),
     pytest.param(
-        "DROP TABLE public.payment_events",
-        ["table public.payment_events: missing (7 columns)"],
+        "DROP TABLE public.task_outbox",
+        ["table public.task_outbox: missing (4 columns)"],
         id="missing-table",
     ),
     pytest.param(
@@ -484,24 +493,23 @@ def test_differences_come_in_a_fixed_order(canonical: Catalog, schema_dsn: str):
 
 
 def test_a_dropped_column_gap_does_not_change_the_fingerprint(canonical: Catalog, schema_dsn: str):
-    # 0002's down -> up: ai_model is dropped and re-added. It lands last again,
-    # but at attnum 11 (10 is the dropped column's gap). Positions count live
-    # columns only, so the catalog is the canonical one.
+    # A down -> up of the newest column: lease_expires_at (0003) is dropped and
+    # re-added. It lands last again, but at attnum 13 (12 is the dropped
+    # column's gap). Positions count live columns only, so the catalog is the
+    # canonical one.
     run(
         schema_dsn,
         """
-        DROP INDEX public.idx_ai_model;
-        ALTER TABLE public.execution_tasks DROP COLUMN ai_model;
-        ALTER TABLE public.execution_tasks ADD COLUMN ai_model text;
-        CREATE INDEX idx_ai_model ON public.execution_tasks (ai_model);
+        ALTER TABLE public.execution_tasks DROP COLUMN lease_expires_at;
+        ALTER TABLE public.execution_tasks ADD COLUMN lease_expires_at timestamptz;
         """,
     )
     with psycopg.connect(schema_dsn, autocommit=True) as conn:
         row = conn.execute(
             "SELECT attnum FROM pg_attribute "
-            "WHERE attrelid = 'public.execution_tasks'::regclass AND attname = 'ai_model'"
+            "WHERE attrelid = 'public.execution_tasks'::regclass AND attname = 'lease_expires_at'"
         ).fetchone()
-    assert row == (11,)  # the gap is real
+    assert row == (13,)  # the gap is real
 
     assert catalog_of(schema_dsn).fingerprint() == canonical.fingerprint()
 

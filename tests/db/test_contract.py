@@ -25,7 +25,12 @@ def test_bundled_migrations_honour_the_contract_on_every_backend(
     report = check_contract(each_server, load_migrations(BUNDLED_MIGRATIONS), BUNDLED_SCHEMA)
     assert report.ok, [f.describe() for f in report.findings]
     assert report.migrations_fingerprint == report.schema_fingerprint
-    assert [s.migration for s in report.steps] == ["0001_create_base_tables", "0002_add_ai_model"]
+    assert [s.migration for s in report.steps] == [
+        "0001_create_base_tables",
+        "0002_add_ai_model",
+        "0003_add_task_outbox",
+        "0004_create_roi_views",
+    ]
     assert all(step.reversible for step in report.steps)
     # Each step changed the catalog, so the fingerprints really discriminate.
     assert len({report.steps[0].before, report.steps[0].after_up, report.steps[1].after_up}) == 3

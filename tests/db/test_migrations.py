@@ -18,7 +18,12 @@ from tests.db.conftest import WIDGETS, WriteMigrations, write_migration_set
 
 def test_bundled_migrations_load_in_order() -> None:
     migrations = load_migrations(BUNDLED_MIGRATIONS)
-    assert [m.label for m in migrations] == ["0001_create_base_tables", "0002_add_ai_model"]
+    assert [m.label for m in migrations] == [
+        "0001_create_base_tables",
+        "0002_add_ai_model",
+        "0003_add_task_outbox",
+        "0004_create_roi_views",
+    ]
     assert migrations[0].up.transactional
     # 0002 builds idx_ai_model CONCURRENTLY, which cannot run in a transaction.
     assert not migrations[1].up.transactional

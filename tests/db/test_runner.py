@@ -59,9 +59,13 @@ def test_bundled_migrations_apply_and_record_history(
     monkeypatch.setenv("ROLLGATE_ACTOR", "ci-job-1234")
     runner = make_runner(BUNDLED_MIGRATIONS)
     report = runner.migrate()
-    assert (report.version_before, report.version_after) == (0, 2)
+    assert (report.version_before, report.version_after) == (0, 4)
     assert set(tables(fresh_dsn)) >= {"customers", "orders", "execution_tasks", "payment_events"}
-    assert columns(fresh_dsn, "execution_tasks")[-1] == "ai_model"
+    assert columns(fresh_dsn, "execution_tasks")[-3:] == [
+        "ai_model",
+        "idempotency_key",
+        "lease_expires_at",
+    ]
     with psycopg.connect(fresh_dsn) as conn:
         rows = conn.execute(
             "SELECT version, name, state, up_sha256, down_sha256, verify_sha256, applied_at, "
@@ -81,7 +85,7 @@ def test_bundled_migrations_apply_and_record_history(
 
 def test_dry_run_changes_nothing(make_runner: MakeRunner, fresh_dsn: str) -> None:
     report = make_runner(BUNDLED_MIGRATIONS).migrate(dry_run=True)
-    assert report.dry_run and len(report.plan.steps) == 2
+    assert report.dry_run and len(report.plan.steps) == 4
     assert tables(fresh_dsn) == []  # not even the history table
 
 

@@ -77,4 +77,5 @@ def test_prod_protects_state_and_dev_does_not(
             "aws:rds/instance:Instance::rollgate-prod-db-instance",
             "aws:s3/bucket:Bucket::rollgate-prod-access-logs-bucket",
             "aws:s3/bucket:Bucket::rollgate-prod-artifacts-bucket",
+            "aws:secretsmanager/secret:Secret::rollgate-prod-app-stripe-webhook-secret",
         ]

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from infra import outputs
-from infra.config import WORKER_COMMAND
+from infra.config import WEB_COMMAND, WORKER_COMMAND
 from tests.infra.harness import CapturedResource, ProgramRun
 
 SERVICE = "aws:ecs/service:Service"
@@ -108,6 +108,11 @@ def test_secrets_come_from_secrets_manager_never_environment(run: ProgramRun) ->
                     outputs.SECRET_DB_AUDIT_USER: f"{audit}:username::",
                     outputs.SECRET_DB_AUDIT_PASSWORD: f"{audit}:password::",
                 }
+            elif c["name"] == "web":
+                stripe = run.one("aws:secretsmanager/secret:Secret", "-stripe-webhook-secret")
+                assert extra == {outputs.SECRET_STRIPE_WEBHOOK: stripe.outputs["arn"]}
+                db_key = run.one("aws:kms/key:Key", "-db-key")
+                assert stripe.inputs["kmsKeyId"] == db_key.outputs["arn"]
             else:
                 assert extra == {}
 
@@ -123,6 +128,7 @@ def test_tasks_know_where_everything_is(run: ProgramRun) -> None:
 
 
 def test_containers_have_health_checks(run: ProgramRun) -> None:
+    assert container(run, "web")["command"] == list(WEB_COMMAND)
     web = container(run, "web")["healthCheck"]
     assert web["command"][:3] == ["CMD", "python", "-c"]
     assert "http://127.0.0.1:8000/healthz" in web["command"][3]
