@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,9 +132,14 @@ def replay_changes(
     *,
     skip_xids: Collection[int] = (),
     upto_lsn: str | None = None,
+    live_conn: psycopg.Connection[Any] | None = None,
     progress: Progress = silent,
 ) -> ReplayReport:
-    """Replay what ``slot`` retained on the live database onto ``target_dsn``."""
+    """Replay what ``slot`` retained on the live database onto ``target_dsn``.
+
+    ``live_conn``: an open autocommit session on the live database to decode
+    through (a database closed to new connections still serves it).
+    """
     started = time.monotonic()
     report = ReplayReport(slot)
     skip = set(skip_xids)
@@ -148,7 +154,7 @@ def replay_changes(
         )
         silenced = _silence_user_triggers(target, tables)
         try:
-            with connect(live_dsn, application_name="rollgate-decode") as live:
+            with _decoding_session(live_dsn, live_conn) as live:
                 flushed = flush_wal(live)
                 upto_lsn = upto_lsn or flushed
                 live.autocommit = False
@@ -165,11 +171,23 @@ def replay_changes(
                     if report.transactions % 1000 == 0:
                         progress(f"replayed {report.transactions} transactions")
                 live.rollback()
+                live.autocommit = True
             _advance_sequences(target, {name for name in report.tables if name in tables})
         finally:
             _restore_user_triggers(target, silenced)
     report.seconds = time.monotonic() - started
     return report
+
+
+@contextmanager
+def _decoding_session(
+    live_dsn: str, given: psycopg.Connection[Any] | None
+) -> Iterator[psycopg.Connection[Any]]:
+    if given is not None:
+        yield given  # the caller's to close
+        return
+    with connect(live_dsn, application_name="rollgate-decode") as live:
+        yield live
 
 
 def read_target_tables(conn: psycopg.Connection[Any]) -> dict[str, TargetTable]:

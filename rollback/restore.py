@@ -55,6 +55,7 @@ _MAX_NAME = 63
 _SUFFIX = re.compile(r"[^a-z0-9]")
 
 BeforeSwap = Callable[[str, Manifest], None]
+CatchUp = Callable[[psycopg.Connection[Any]], None]
 
 
 class RestoreRefused(CheckFailed):
@@ -99,6 +100,7 @@ def restore_snapshot(
     target_dsn: str,
     *,
     before_swap: BeforeSwap | None = None,
+    catch_up: CatchUp | None = None,
     jobs: int = 2,
     progress: Progress = silent,
 ) -> RestoreReport:
@@ -114,7 +116,7 @@ def restore_snapshot(
         before_swap(_with_database(target_dsn, new), manifest)
     progress(f"swapping {new} in as {live}")
     swap_started = time.monotonic()
-    replaced = swap_in(target_dsn, live, new)
+    replaced = swap_in(target_dsn, live, new, catch_up=catch_up)
     report = RestoreReport(
         snapshot_id=snapshot_id,
         database=live,
@@ -164,21 +166,34 @@ def warm_standby(
     )
 
 
-def swap_in(target_dsn: str, live: str, new: str) -> str:
-    """Rename ``live`` away and ``new`` into its place, in one transaction; returns the old name."""
+def swap_in(target_dsn: str, live: str, new: str, *, catch_up: CatchUp | None = None) -> str:
+    """Rename ``live`` away and ``new`` into its place, in one transaction; returns the old name.
+
+    ``catch_up`` runs once the live database is closed to new sessions and
+    every other session is gone, right before the rename: the moment after
+    which nothing more can be written to it. It gets a session on the live
+    database opened beforehand (a closed database admits no new one), for a
+    last replay of its writes.
+    """
     replaced = staging_name(live, datetime.now(UTC).strftime("%Y%m%d%H%M%S"), REPLACED_MARK)
     with _maintenance(target_dsn) as admin:
         if not _exists(admin, new):
             raise CannotRun(f"database {new} does not exist: nothing to swap in")
+        holder = connect(target_dsn, application_name="rollgate-catch-up") if catch_up else None
+        keep = holder.info.backend_pid if holder else 0
         # New sessions would make the rename fail ("being accessed by other
         # users"): close the door first, then ask the stragglers to leave.
         _allow_connections(admin, live, allow=False)
         try:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (live,),
+                "WHERE datname = %s AND pid <> pg_backend_pid() AND pid <> %s",
+                (live, keep),
             )
+            _wait_until_empty(admin, live, keep=keep)
+            if holder is not None and catch_up is not None:
+                catch_up(holder)
+                holder.close()
             _wait_until_empty(admin, live)
             with admin.transaction():
                 admin.execute(
@@ -193,6 +208,8 @@ def swap_in(target_dsn: str, live: str, new: str) -> str:
                 )
         except BaseException:
             # Not swapped: the live database must take connections again.
+            if holder is not None:
+                holder.close()
             _allow_connections(admin, live, allow=True)
             raise
         # The new live database; a warm standby arrives closed to connections.
@@ -275,12 +292,15 @@ def _exists(admin: psycopg.Connection[Any], name: str) -> bool:
     return row is not None
 
 
-def _wait_until_empty(admin: psycopg.Connection[Any], name: str, timeout: float = 30.0) -> None:
+def _wait_until_empty(
+    admin: psycopg.Connection[Any], name: str, *, keep: int = 0, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid() AND pid <> %s",
+            (name, keep),
         ).fetchone()
         if row is None or row[0] == 0:
             return

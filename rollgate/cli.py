@@ -316,7 +316,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     db_group.set_defaults(command_name="db", group_parser=db_group)
     _snapshot_verbs(groups, verb)
+    _rollback_verbs(groups, verb)
     return parser
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="STORE",
+        help="a directory, file:///DIR or s3://BUCKET/PREFIX (default: $ROLLGATE_STORE)",
+    )
+    parser.add_argument(
+        "--aws-endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL") or None,
+        metavar="URL",
+        help="AWS endpoint for S3 and ECS (default: $AWS_ENDPOINT_URL, else AWS itself)",
+    )
+
+
+def _rollback_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
+    release = groups.add_parser("release", help="record and list deployed releases")
+    release.set_defaults(command_name="release", group_parser=release)
+    release_verbs = release.add_subparsers(title="release commands", metavar="VERB")
+    record = verb(
+        release_verbs,
+        "record",
+        _release_record,
+        "record the release deployed now (ECS task definitions, schema version)",
+        "release record",
+    )
+    _store_options(record)
+    record.add_argument("--cluster", required=True, help="ECS cluster name")
+    record.add_argument("--web-service", required=True, help="ECS web service name")
+    record.add_argument("--worker-service", required=True, help="ECS worker service name")
+    record.add_argument("--commit", default=None, help="the bundle commit deployed")
+    record.add_argument("--app-image", default=None, help="the app image deployed")
+    record.add_argument("--gate-entry", default=None, help="the gate report this rollout passed")
+    listing = verb(release_verbs, "list", _release_list, "list recorded releases", "release list")
+    _store_options(listing)
+
+    group = groups.add_parser("rollback", help="roll the app and database back to a release")
+    group.set_defaults(command_name="rollback", group_parser=group)
+    verbs = group.add_subparsers(title="rollback commands", metavar="VERB")
+    for name, func, help_text in (
+        ("plan", _rollback_plan, "show how the rollback would go; change nothing"),
+        ("run", _rollback_run, "plan, confirm, then roll back (or finish an interrupted one)"),
+    ):
+        sub = verb(verbs, name, func, help_text, f"rollback {name}")
+        _store_options(sub)
+        sub.add_argument(
+            "--to",
+            default=None,
+            metavar="RELEASE",
+            help="release sequence or commit (default: previous)",
+        )
+        sub.add_argument(
+            "--accept-data-loss",
+            action="store_true",
+            help="allow down migrations that destroy data when no verified snapshot protects it",
+        )
+        if name == "run":
+            sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+            sub.add_argument(
+                "--plan-fingerprint",
+                default=None,
+                help="run only if the plan is still exactly this one (from `rollback plan`)",
+            )
 
 
 def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
@@ -598,6 +664,54 @@ def _db_baseline(opts: Options, args: argparse.Namespace) -> Outcome:
         backend=args.backend,
         image=args.image,
         lock_wait=args.lock_wait,
+    )
+
+
+def _release_record(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import rollback
+
+    return rollback.release_record(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        cluster=args.cluster,
+        web_service=args.web_service,
+        worker_service=args.worker_service,
+        commit=args.commit,
+        app_image=args.app_image,
+        gate_entry=args.gate_entry,
+    )
+
+
+def _release_list(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import rollback
+
+    return rollback.release_list(opts, store=args.store, aws_endpoint_url=args.aws_endpoint_url)
+
+
+def _rollback_plan(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import rollback
+
+    return rollback.plan(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        to=args.to,
+        accept_data_loss=args.accept_data_loss,
+    )
+
+
+def _rollback_run(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import rollback
+
+    return rollback.run(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        to=args.to,
+        accept_data_loss=args.accept_data_loss,
+        plan_fingerprint=args.plan_fingerprint,
+        yes=args.yes,
     )
 
 

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from db.runner import RunReport, StatusReport
     from db.sample import SampleProgress, SampleReport
     from rollback.manifest import Manifest
+    from rollback.plan import RollbackPlan
     from rollback.restore import RestoreReport
     from rollback.retention import PrunePlan, SnapshotSummary
+    from rollback.run import RollbackOutcome
     from rollback.verify import VerifyReport
 
 _STATE_MARK = {
@@ -342,4 +344,49 @@ def prune(plan: PrunePlan, *, dry_run: bool) -> str:
     lines = [f"prune: {verb} {len(plan.delete)} snapshot(s), keeping {len(plan.keep)}"]
     lines += [f"  {verb} {snapshot_id}" for snapshot_id in plan.delete]
     lines += [f"  keep {snapshot_id}: {why}" for snapshot_id, why in plan.keep.items()]
+    return "\n".join(lines)
+
+
+# --- rollback -----------------------------------------------------------------
+
+
+def rollback_plan(plan: RollbackPlan) -> str:
+    lines = [
+        f"rollback plan: {plan.current.label} -> {plan.target.label} by {plan.path}, "
+        f"about {plan.expected_seconds:.0f}s; nothing has been changed",
+    ]
+    for number, step in enumerate(plan.steps, start=1):
+        lines.append(f"  {number}. {step.description} (~{step.expected_seconds:.0f}s)")
+    lines.append(f"  data: {plan.rpo}")
+    lines += [f"  will lose: {loss}" for loss in plan.losses]
+    lines += [f"  note: {note}" for note in plan.notes]
+    lines.append(f"  fingerprint: {plan.fingerprint()}")
+    return "\n".join(lines)
+
+
+def rollback_outcome(outcome: RollbackOutcome) -> str:
+    plan = outcome.plan
+    lines = [
+        f"rolled back to {plan['target']['sequence']} by {plan['path']} in "
+        f"{outcome.seconds:.1f}s (expected about {plan['expected_seconds']}s)"
+    ]
+    if outcome.resumed_from:
+        lines.append(f"  resumed an interrupted run after {outcome.resumed_from} step(s)")
+    for step in outcome.steps:
+        lines.append(f"  {step['kind']}: {step['seconds']}s")
+    if outcome.replay:
+        replay = outcome.replay
+        verdict = "RPO 0" if replay["rpo_zero"] else "NOT everything was carried back"
+        lines.append(
+            f"  replayed {replay['rows_replayed']} row change(s) written since the snapshot: "
+            f"{verdict}"
+        )
+        for table, detail in replay["tables"].items():
+            for reason, count in detail["not_replayed"].items():
+                lines.append(f"    {table}: {count} not replayed: {reason}")
+            for column, count in detail["columns_not_carried"].items():
+                lines.append(f"    {table}.{column}: {count} value(s) had no column to go to")
+        for table, count in replay["tables_not_in_target"].items():
+            lines.append(f"    {table}: {count} change(s), table not in the target release")
+    lines.append(f"  recorded in the rollbacks log as {outcome.record}")
     return "\n".join(lines)
