@@ -243,7 +243,8 @@ def _replay_transaction(
                 outcome.refused[refusal] += 1
                 continue
             for column in change.new:
-                if column.name not in table.columns:
+                # Only a value is lost: a NULL in a column the target lacks says nothing.
+                if column.name not in table.columns and column.value is not None:
                     outcome.dropped_columns[column.name] += 1
             try:
                 with target.transaction():  # a savepoint: one refusal costs one row
