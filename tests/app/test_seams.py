@@ -97,7 +97,9 @@ def test_the_worker_starts_on_exactly_what_its_task_definition_gives_it(
     assert settings.stack == program.stack
     assert settings.metric_namespace == outputs.METRIC_NAMESPACE
     # Attempts match the redrive, so a failed task's message reaches the DLQ.
-    [queue] = [q for q in program.of_type(QUEUE) if not q.name.endswith("-dlq")]
+    # The task queue is the one queue that redrives to a DLQ (the audit schedule's
+    # dead-letter queue and the DLQ itself do not).
+    [queue] = [q for q in program.of_type(QUEUE) if q.inputs.get("redrivePolicy")]
     redrive = json.loads(queue.inputs["redrivePolicy"])
     assert settings.max_attempts == int(redrive["maxReceiveCount"])
     assert settings.visibility_timeout_seconds == int(queue.inputs["visibilityTimeoutSeconds"])

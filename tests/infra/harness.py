@@ -14,6 +14,7 @@ snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import runpy
 import threading
 from collections.abc import Callable, Mapping
@@ -256,6 +257,10 @@ def run_program(
 
     `config` holds the stack's ``rollgate:`` values, keys without the namespace.
     """
+    # Pulumi's runtime asks asyncio for "the current event loop". Any earlier
+    # asyncio.run() in the session (the app's tests, schemathesis) leaves none
+    # set, and get_event_loop() then raises: give it a fresh one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = RollgateMocks()
     monitor = CapturingMonitor(mocks)
     reset_options(project=PROJECT, stack=stack)

@@ -99,10 +99,17 @@ def test_db_check_reports_the_bundles_destructive_reverts() -> None:
         {"table": f"public.{name}", "columns": None}
         for name in ("payment_events", "execution_tasks", "orders", "customers")
     ]
-    assert all(entry["loses_data"] for entry in by_migration.values())
+    assert by_migration["0003_add_task_outbox"]["affected"] == [
+        {"table": "public.task_outbox", "columns": None},
+        {"table": "public.execution_tasks", "columns": ["lease_expires_at", "idempotency_key"]},
+    ]
+    # 0004 only drops views: schema, no data.
+    assert not by_migration["0004_create_roi_views"]["loses_data"]
+    assert all(by_migration[label]["loses_data"] for label in list(by_migration)[:3])
 
     text = render.check(report)
-    assert "destructive reverts: 2 migration(s) lose data" in text
+    assert "destructive reverts: 3 migration(s) lose data" in text
+    assert "0004_create_roi_views: schema only, no data lost" in text
     assert "0002_add_ai_model: loses public.execution_tasks(ai_model)" in text
     assert "drop column public.execution_tasks.ai_model (its up created it;" in text
 
