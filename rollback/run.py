@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
-from core.errors import CannotRun, CheckFailed
+from core.errors import CheckFailed
 from core.postgres import connect
 from core.progress import Progress, silent
 from db.catalog import read_catalog
@@ -507,9 +507,3 @@ def _actor(actor: str | None) -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def require_plan(plan: RollbackPlan) -> None:
-    """Refuse a plan that needs things the store does not have (kept for the CLI)."""
-    if plan.path in ("restore", "warm-swap", "table-restore") and not plan.snapshot_id:
-        raise CannotRun("the plan needs a verified snapshot of the target release; none exists")

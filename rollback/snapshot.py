@@ -55,7 +55,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
-from core.errors import CannotRun, CheckFailed
+from core.errors import CannotRun
 from core.pgtools import client_tools_for
 from core.postgres import connect, redact_dsn
 from core.progress import Progress, silent
@@ -333,12 +333,3 @@ def _replication_hint(dsn: str, exc: psycopg.Error) -> str:
         "REPLICATION attribute (RDS: GRANT rds_replication). To snapshot without replay, "
         "pass --no-slot"
     )
-
-
-def refuse_unknown_snapshot(snapshot_id: str, store: SnapshotStore) -> None:
-    """``CheckFailed`` naming the known ids when ``snapshot_id`` is not in ``store``."""
-    known = store.list_ids()
-    if snapshot_id not in known:
-        raise CheckFailed(
-            f"no snapshot {snapshot_id} in {store.uri}; known: {', '.join(known[-5:]) or 'none'}"
-        )
