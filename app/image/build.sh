@@ -18,8 +18,8 @@
 #   DEBIAN_MIRROR        apt mirror               (http://deb.debian.org/debian)
 #   RDS_CA_BUNDLE        path to RDS's global-bundle.pem
 #                        (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem);
-#                        baked in as /etc/rollgate/certs/rds-global-bundle.pem and set as
-#                        PGSSLROOTCERT, so sslmode=require also verifies the server's CA
+#                        baked in at infra.outputs.RDS_CA_BUNDLE_PATH, where the task
+#                        definitions point PGSSLROOTCERT (sslmode=verify-full)
 set -euo pipefail
 
 IMAGE="${ROLLGATE_APP_IMAGE:-rollgate/app:dev}"
@@ -94,12 +94,16 @@ cp "$REPO/infra/__init__.py" "$REPO/infra/outputs.py" "$context/src/infra/"
 find "$context/src" -name __pycache__ -prune -exec rm -rf {} +
 rm -rf "$context/src/app/image"
 cp "$REPO/app/Dockerfile" "$context/Dockerfile"
-echo "RDS CA bundle goes here (see app/image/build.sh: RDS_CA_BUNDLE)." > "$context/certs/README"
+echo "RDS CA bundle goes here (see app/image/build.sh: RDS_CA_BUNDLE)." \
+    > "$context/certs/rollgate-rds-ca.README"
 if [[ -n "${RDS_CA_BUNDLE:-}" ]]; then
     [[ -f "$RDS_CA_BUNDLE" ]] || die "RDS_CA_BUNDLE=$RDS_CA_BUNDLE: no such file"
-    cp "$RDS_CA_BUNDLE" "$context/certs/rds-global-bundle.pem"
-    echo 'ENV PGSSLROOTCERT=/etc/rollgate/certs/rds-global-bundle.pem' >> "$context/Dockerfile"
-    step "baking in the RDS CA bundle (PGSSLROOTCERT set)"
+    ca_path="$(cd "$REPO" && "$REPO/.venv/bin/python" -c \
+        'from infra.outputs import RDS_CA_BUNDLE_PATH; print(RDS_CA_BUNDLE_PATH)')"
+    [[ "$(dirname "$ca_path")" == /etc/ssl/certs ]] \
+        || die "infra.outputs.RDS_CA_BUNDLE_PATH moved to $ca_path: update app/Dockerfile's COPY"
+    cp "$RDS_CA_BUNDLE" "$context/certs/$(basename "$ca_path")"
+    step "baking in the RDS CA bundle at $ca_path"
 fi
 step "docker build --network none -> $IMAGE"
 docker build --quiet --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" \

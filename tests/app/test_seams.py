@@ -123,3 +123,12 @@ def test_history_table_names_match_db_history() -> None:
     assert schema.HISTORY_SCHEMA == history.HISTORY_SCHEMA
     assert schema.HISTORY_TABLE == history.HISTORY_TABLE
     assert f"{schema.HISTORY_SCHEMA}.{schema.HISTORY_TABLE}" == history.HISTORY_QUALIFIED
+
+
+def test_the_image_puts_the_rds_ca_bundle_where_the_task_definitions_look() -> None:
+    """PGSSLROOTCERT (verify-full) points into the directory the Dockerfile copies certs to."""
+    from pathlib import Path
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "app" / "Dockerfile").read_text()
+    directory = str(Path(outputs.RDS_CA_BUNDLE_PATH).parent)
+    assert f"COPY certs/ {directory}/" in dockerfile
