@@ -290,6 +290,7 @@ class MigrationRunner:
     # What the history table must contain (version -> HistoryRow.essence) while
     # the lock is held: what was read under it, plus what this runner committed.
     _expected: dict[int, tuple[Any, ...]] = field(default_factory=dict, init=False, repr=False)
+    _in_hand: Migration | None = field(default=None, init=False, repr=False)
 
     # --- connections ---------------------------------------------------------
 
@@ -358,6 +359,9 @@ class MigrationRunner:
                 self._conn = None
 
     def _lock_lost(self, why: str, *, migration: Migration | None = None) -> LockLost:
+        # Name the step in hand even when the loss surfaces far from it (the
+        # session died mid-statement and the next access noticed).
+        migration = migration or self._in_hand
         where = f" during {migration.label}" if migration else ""
         return LockLost(
             f"lost the migration lock{where}: {why}. The runner stopped before its next "
@@ -660,6 +664,13 @@ class MigrationRunner:
 
     def run_step(self, step: Step) -> StepResult:
         """Run one step, retrying a bounded number of times on lock timeouts."""
+        self._in_hand = step.migration
+        try:
+            return self._run_step(step)
+        finally:
+            self._in_hand = None
+
+    def _run_step(self, step: Step) -> StepResult:
         script = step.migration.script(step.direction)
         for attempt in range(self.lock_retries + 1):
             try:
