@@ -87,7 +87,7 @@ def test_a_poison_message_reaches_the_dlq(app_under_test: AppUnderTest) -> None:
     if not arrived:
         attributes = queues.client.get_queue_attributes(
             QueueUrl=queues.url, AttributeNames=["RedrivePolicy"]
-        )["Attributes"]
+        ).get("Attributes", {})
         redrive = attributes.get("RedrivePolicy")
         why = (
             "the queue has no RedrivePolicy, so nothing ever moves to the DLQ"
