@@ -60,6 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "post_deploy: checks the live stack (--smoke-post-deploy)")
     config.stash[SUMMARY_KEY] = Summary(post_deploy=bool(config.getoption("--smoke-post-deploy")))
 
 
