@@ -65,13 +65,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Pre-deploy and post-deploy checks never run together: deselect the other kind."""
     post = bool(config.getoption("--smoke-post-deploy"))
+    keep, drop = [], []
     for item in items:
         is_post = item.get_closest_marker("post_deploy") is not None
-        if is_post and not post:
-            item.add_marker(pytest.mark.skip(reason="post-deploy check (--post-deploy)"))
-        elif post and not is_post:
-            item.add_marker(pytest.mark.skip(reason="pre-deploy check (not with --post-deploy)"))
+        (keep if is_post == post else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.hookimpl(wrapper=True)
