@@ -107,12 +107,6 @@ def lock_budget(pytestconfig: pytest.Config) -> float:
 @pytest.fixture(scope="session")
 def prepared(pytestconfig: pytest.Config, summary: Summary) -> Iterator[Prepared]:
     """The throwaway database: starting point built, pending migrations applied."""
-    if smoke_option(pytestconfig, "snapshot"):
-        pytest.fail(
-            "--snapshot is not supported by this version of the suite yet (smoke may not "
-            "import rollback's restore); run without it to start from sample data",
-            pytrace=False,
-        )
     result = prepare(
         migrations_dir=smoke_option(pytestconfig, "migrations"),
         backend=smoke_option(pytestconfig, "backend"),
@@ -121,6 +115,9 @@ def prepared(pytestconfig: pytest.Config, summary: Summary) -> Iterator[Prepared
         from_version=smoke_option(pytestconfig, "from-version"),
         lock_budget=smoke_option(pytestconfig, "lock-budget"),
         progress=lambda message: print(f"smoke: {message}", file=sys.stderr),
+        snapshot=smoke_option(pytestconfig, "snapshot"),
+        store=smoke_option(pytestconfig, "store"),
+        aws_endpoint_url=smoke_option(pytestconfig, "aws-endpoint-url"),
     )
     summary.prepared = result.to_dict()
     summary.locks = [m.to_dict() for m in result.locks]

@@ -9,14 +9,17 @@ taken before any check writes to it, on which the reversibility check reverts.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import RollgateError
+from core.errors import CannotRun, RollgateError
 from core.postgres import connect
 from core.progress import Progress
 from core.sizes import parse_size
@@ -28,6 +31,7 @@ from db.sample import generate_sample
 from db.throwaway import ThrowawayPostgres, create_database, start_throwaway
 from smoke.locks import LockMeasurement, LockSampler
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "smoke"
 REVERT_DATABASE = "smoke_revert"
 
@@ -89,6 +93,30 @@ def default_from_version(migrations: list[Migration]) -> int:
     return migrations[-2].version if len(migrations) >= 2 else 0
 
 
+def restore_snapshot_via_cli(
+    dsn: str, snapshot: str, store: str, aws_endpoint_url: str | None, progress: Progress
+) -> None:
+    """Restore ``snapshot`` as the database ``dsn`` names, with ``rollgate snapshot restore``.
+
+    The production restore path (manifest and file checks, pg_restore, catalog
+    and checksum verification, swap), run as a process: smoke sits beside
+    rollback in the layers, so it composes the command rather than importing it.
+    """
+    args = [sys.executable, "-m", "rollgate", "--quiet", "--json", "--dsn", dsn]
+    args += ["snapshot", "restore", snapshot, "--store", store, "--yes"]
+    if aws_endpoint_url:
+        args += ["--aws-endpoint-url", aws_endpoint_url]
+    progress(f"restoring snapshot {snapshot} from {store} (rollgate snapshot restore)")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, check=False)
+    if result.returncode != 0:
+        try:
+            message = json.loads(result.stdout)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = " ".join(result.stderr.decode("utf-8", "replace").split())[-1000:]
+        raise CannotRun(f"could not restore snapshot {snapshot} from {store}: {message}")
+
+
 def prepare(
     *,
     migrations_dir: Path,
@@ -98,6 +126,9 @@ def prepare(
     from_version: int | None,
     lock_budget: float,
     progress: Progress,
+    snapshot: str | None = None,
+    store: str | None = None,
+    aws_endpoint_url: str | None = None,
 ) -> Prepared:
     """Start the server, build the starting point, migrate with lock sampling, clone."""
     migrations = load_migrations(migrations_dir)
@@ -109,14 +140,22 @@ def prepare(
     timings = {"server_start": time.monotonic() - started}
     try:
         dsn = create_database(server, DATABASE, owner=True)
-        start = default_from_version(migrations) if from_version is None else from_version
         mark = time.monotonic()
-        with MigrationRunner(dsn, migrations, progress=progress) as runner:
-            runner.migrate(target=start)
-        timings["build_start_version"] = time.monotonic() - mark
-        mark = time.monotonic()
-        sample = _fill(dsn, sample_size, notes, progress)
-        timings["sample"] = time.monotonic() - mark
+        sample: dict[str, Any] | None = None
+        if snapshot and store:
+            restore_snapshot_via_cli(dsn, snapshot, store, aws_endpoint_url, progress)
+            with MigrationRunner(dsn, migrations) as runner:
+                start = runner.status().current
+            notes.append(f"started from snapshot {snapshot} (schema version {start:04d})")
+            timings["restore_snapshot"] = time.monotonic() - mark
+        else:
+            start = default_from_version(migrations) if from_version is None else from_version
+            with MigrationRunner(dsn, migrations, progress=progress) as runner:
+                runner.migrate(target=start)
+            timings["build_start_version"] = time.monotonic() - mark
+            mark = time.monotonic()
+            sample = _fill(dsn, sample_size, notes, progress)
+            timings["sample"] = time.monotonic() - mark
         with connect(dsn) as conn:
             conn.execute("ANALYZE")
             start_catalog = read_catalog(conn)
