@@ -67,7 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Pre-deploy and post-deploy checks never run together: deselect the other kind."""
     post = bool(config.getoption("--smoke-post-deploy"))
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         is_post = item.get_closest_marker("post_deploy") is not None
         (keep if is_post == post else drop).append(item)
