@@ -9,6 +9,7 @@ revert), and writes both files when the session ends.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,12 @@ def write_summaries(summary: Summary, output_dir: Path, exit_code: int) -> dict[
     output_dir.mkdir(parents=True, exist_ok=True)
     data = summary.to_dict(exit_code)
     (output_dir / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
-    (output_dir / MARKDOWN_NAME).write_text(markdown(data))
+    text = markdown(data)
+    (output_dir / MARKDOWN_NAME).write_text(text)
+    job_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if job_summary:  # a CI job summary page (GitHub Actions; others read the .md file)
+        with Path(job_summary).open("a") as page:
+            page.write(text)
     return data
 
 
