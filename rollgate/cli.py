@@ -317,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_group.set_defaults(command_name="db", group_parser=db_group)
     _snapshot_verbs(groups, verb)
     _rollback_verbs(groups, verb)
+    _smoke_verbs(groups, verb)
     return parser
 
 
@@ -802,3 +803,81 @@ def _sample(opts: Options, args: argparse.Namespace) -> Outcome:
     from rollgate.commands import sample
 
     return sample.sample(opts, size=args.size, seed=args.seed, max_size=args.max_size)
+
+
+def _smoke_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
+    sub = verb(
+        groups,
+        "smoke",
+        _smoke,
+        "run the smoke suite (pytest smoke): pre-deploy on a throwaway Postgres, or "
+        "--post-deploy against the live stack; the exit code is pytest's",
+        "smoke",
+    )
+    sub.add_argument("--snapshot", default=None, metavar="ID", help="start from this snapshot")
+    sub.add_argument("--store", default=None, metavar="STORE", help="the snapshot's store")
+    sub.add_argument(
+        "--aws-endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL") or None,
+        metavar="URL",
+        help="SQS/S3 endpoint (default: $AWS_ENDPOINT_URL; pre-deploy: moto on 127.0.0.1)",
+    )
+    sub.add_argument(
+        "--backend",
+        choices=("auto", "docker", "embedded"),
+        default="auto",
+        help="throwaway Postgres backend (auto: docker, embedded when Docker is absent)",
+    )
+    sub.add_argument("--image", default=None, help="Postgres image for the docker backend")
+    sub.add_argument("--app-image", default=None, help="this release's app image")
+    sub.add_argument("--previous-app-image", default=None, help="the previous release's image")
+    sub.add_argument("--sample-size", default="25MB", help="sample data without --snapshot")
+    sub.add_argument(
+        "--from-version", type=_version, default=None, metavar="N", help="start version"
+    )
+    sub.add_argument(
+        "--lock-budget",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="longest a migration may block writers (default 5)",
+    )
+    sub.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("smoke-report"),
+        help="JUnit XML, JSON and Markdown summaries go here (default: ./smoke-report)",
+    )
+    sub.add_argument("--post-deploy", action="store_true", help="check the live stack instead")
+    sub.add_argument(
+        "--stack-outputs",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="`pulumi stack output --json` (a file, or - for stdin)",
+    )
+    sub.add_argument("--ca-bundle", type=Path, default=None, help="CA for the app's TLS name")
+    sub.add_argument("-k", dest="select", default=None, help="run only checks matching (pytest)")
+
+
+def _smoke(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import smoke
+
+    return smoke.smoke(
+        opts,
+        snapshot=args.snapshot,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        backend=args.backend,
+        image=args.image,
+        app_image=args.app_image,
+        previous_app_image=args.previous_app_image,
+        sample_size=args.sample_size,
+        from_version=args.from_version,
+        lock_budget_seconds=args.lock_budget,
+        output_dir=args.output_dir,
+        post_deploy=args.post_deploy,
+        stack_outputs=args.stack_outputs,
+        ca_bundle=args.ca_bundle,
+        select=args.select,
+    )

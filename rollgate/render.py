@@ -390,3 +390,37 @@ def rollback_outcome(outcome: RollbackOutcome) -> str:
             lines.append(f"    {table}: {count} change(s), table not in the target release")
     lines.append(f"  recorded in the rollbacks log as {outcome.record}")
     return "\n".join(lines)
+
+
+if TYPE_CHECKING:  # here, not at the top, so merges of render.py stay simple
+    from smoke.run import SmokeReport
+
+
+def smoke(report: SmokeReport) -> str:
+    """Verdict, failing checks with their reasons, N-1, data lost, where the reports are."""
+    data = report.summary
+    if "checks" not in data:
+        error = data.get("error", "")
+        return f"smoke: pytest exited {report.exit_code}: {error} (see {report.pytest_log})"
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(data["counts"].items()))
+    verdict = "passed" if report.exit_code == 0 else f"FAILED (pytest exit {report.exit_code})"
+    backend = data.get("backend")
+    where = (
+        f" on {backend}" + (" (Docker absent)" if data.get("docker_absent") else "")
+        if backend
+        else ""
+    )
+    lines = [f"smoke ({data['mode']}{where}): {verdict}: {counts}"]
+    for nodeid, entry in data["checks"].items():
+        if entry["outcome"] in ("failed", "error"):
+            lines.append(f"  FAILED {nodeid.split('::')[-1]}: {entry['message']}")
+    n1 = data.get("n_minus_1")
+    if n1 and n1.get("checked"):
+        lines.append(f"  N-1: {n1['verdict']}")
+    for item in data.get("data_lost_on_revert") or []:
+        declared = "declared" if item["declared"] else "NOT declared"
+        lines.append(f"  revert lost data in {item['table']} ({declared}): {item['description']}")
+    for note in data.get("notes", []):
+        lines.append(f"  note: {note}")
+    lines.append(f"  reports: {report.junit_xml}, {report.json_summary}, {report.markdown_summary}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""The pre-deploy database: a throwaway Postgres at the starting version, filled,
+then migrated with the production runner while its locks are measured.
+
+Everything the checks need is captured here once per session (``Prepared``):
+the starting catalog and data checksums (for reversibility), the lock
+measurements (for the budget), and a clone of the freshly migrated database
+taken before any check writes to it, on which the reversibility check reverts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import CannotRun, RollgateError
+from core.postgres import connect
+from core.progress import Progress
+from core.sizes import parse_size
+from db.catalog import Catalog, read_catalog
+from db.checksums import TableChecksum, table_checksums
+from db.migrations import Migration, load_migrations
+from db.runner import MigrationRunner
+from db.sample import generate_sample
+from db.throwaway import ThrowawayPostgres, create_database, start_throwaway
+from smoke.locks import LockMeasurement, LockSampler
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATABASE = "smoke"
+REVERT_DATABASE = "smoke_revert"
+
+
+@dataclass
+class Prepared:
+    """The migrated throwaway database and what was measured getting it there."""
+
+    server: ThrowawayPostgres
+    backend: str
+    docker_absent: bool
+    dsn: str  # as the RDS-like owner role, like production's migrate task
+    admin_dsn: str  # superuser: lock sampling and administration only
+    revert_dsn: str | None
+    migrations: list[Migration]
+    start_version: int
+    start_catalog: Catalog
+    start_checksums: list[TableChecksum]
+    applied: list[Migration] = field(default_factory=list)
+    locks: list[LockMeasurement] = field(default_factory=list)
+    migrate_error: str | None = None
+    sample: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "docker_absent": self.docker_absent,
+            "start_version": self.start_version,
+            "applied": [m.label for m in self.applied],
+            "migrate_error": self.migrate_error,
+            "sample": self.sample,
+            "notes": self.notes,
+            "timings_seconds": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def docker_available() -> bool:
+    """Is a Docker engine answering? (``docker info``)."""
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=30)
+    return result.returncode == 0
+
+
+def choose_backend(requested: str) -> tuple[str, bool, list[str]]:
+    """(backend, docker_absent, notes) for ``auto``, ``docker`` or ``embedded``."""
+    if requested == "embedded":
+        return "embedded", not docker_available(), []
+    absent = not docker_available()
+    if requested == "auto" and absent:
+        return "embedded", True, ["Docker is absent: the embedded Postgres backend was used"]
+    return "docker", absent, []
+
+
+def default_from_version(migrations: list[Migration]) -> int:
+    """Without ``--from-version``: the newest migration is the pending one."""
+    return migrations[-2].version if len(migrations) >= 2 else 0
+
+
+def restore_snapshot_via_cli(
+    dsn: str, snapshot: str, store: str, aws_endpoint_url: str | None, progress: Progress
+) -> None:
+    """Restore ``snapshot`` as the database ``dsn`` names, with ``rollgate snapshot restore``.
+
+    The production restore path (manifest and file checks, pg_restore, catalog
+    and checksum verification, swap), run as a process: smoke sits beside
+    rollback in the layers, so it composes the command rather than importing it.
+    """
+    args = [sys.executable, "-m", "rollgate", "--quiet", "--json", "--dsn", dsn]
+    args += ["snapshot", "restore", snapshot, "--store", store, "--yes"]
+    if aws_endpoint_url:
+        args += ["--aws-endpoint-url", aws_endpoint_url]
+    progress(f"restoring snapshot {snapshot} from {store} (rollgate snapshot restore)")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, check=False)
+    if result.returncode != 0:
+        try:
+            message = json.loads(result.stdout)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = " ".join(result.stderr.decode("utf-8", "replace").split())[-1000:]
+        raise CannotRun(f"could not restore snapshot {snapshot} from {store}: {message}")
+
+
+def prepare(
+    *,
+    migrations_dir: Path,
+    backend: str,
+    image: str | None,
+    sample_size: str,
+    from_version: int | None,
+    lock_budget: float,
+    progress: Progress,
+    snapshot: str | None = None,
+    store: str | None = None,
+    aws_endpoint_url: str | None = None,
+) -> Prepared:
+    """Start the server, build the starting point, migrate with lock sampling, clone."""
+    migrations = load_migrations(migrations_dir)
+    chosen, docker_absent, notes = choose_backend(backend)
+    started = time.monotonic()
+    progress(f"starting a throwaway Postgres ({chosen})")
+    server = start_throwaway(chosen, image=image, progress=progress)
+    notes += server.warnings
+    timings = {"server_start": time.monotonic() - started}
+    try:
+        dsn = create_database(server, DATABASE, owner=True)
+        mark = time.monotonic()
+        sample: dict[str, Any] | None = None
+        if snapshot and store:
+            restore_snapshot_via_cli(dsn, snapshot, store, aws_endpoint_url, progress)
+            with MigrationRunner(dsn, migrations) as runner:
+                start = runner.status().current
+            notes.append(f"started from snapshot {snapshot} (schema version {start:04d})")
+            timings["restore_snapshot"] = time.monotonic() - mark
+        else:
+            start = default_from_version(migrations) if from_version is None else from_version
+            with MigrationRunner(dsn, migrations, progress=progress) as runner:
+                runner.migrate(target=start)
+            timings["build_start_version"] = time.monotonic() - mark
+            mark = time.monotonic()
+            sample = _fill(dsn, sample_size, notes, progress)
+            timings["sample"] = time.monotonic() - mark
+        with connect(dsn) as conn:
+            conn.execute("ANALYZE")
+            start_catalog = read_catalog(conn)
+            start_checksums = table_checksums(conn, exclude_schemas=("rollgate",))
+        prepared = Prepared(
+            server=server,
+            backend=server.backend,
+            docker_absent=docker_absent,
+            dsn=dsn,
+            admin_dsn=server.dsn(DATABASE),
+            revert_dsn=None,
+            migrations=migrations,
+            start_version=start,
+            start_catalog=start_catalog,
+            start_checksums=start_checksums,
+            sample=sample,
+            notes=notes,
+            timings=timings,
+        )
+        mark = time.monotonic()
+        _migrate_measuring_locks(prepared, lock_budget, progress)
+        timings["migrate"] = time.monotonic() - mark
+        mark = time.monotonic()
+        # Clone before any check writes: the reversibility check reverts the clone.
+        prepared.revert_dsn = create_database(
+            server, REVERT_DATABASE, template=DATABASE, owner=True
+        )
+        timings["clone"] = time.monotonic() - mark
+        with connect(dsn) as conn:
+            conn.execute("ANALYZE")
+        return prepared
+    except BaseException:
+        server.close()
+        raise
+
+
+def _fill(
+    dsn: str, sample_size: str, notes: list[str], progress: Progress
+) -> dict[str, Any] | None:
+    target = parse_size(sample_size)
+    progress(f"filling the starting point with {sample_size} of sample data")
+    with connect(dsn) as conn:
+        try:
+            report = generate_sample(conn, target)
+        except RollgateError as exc:
+            # An early starting version has no sample tables yet: say so, carry on empty.
+            notes.append(f"no sample data: {exc.message}")
+            return None
+    return report.to_dict()
+
+
+def _migrate_measuring_locks(prepared: Prepared, budget: float, progress: Progress) -> None:
+    pending = [m for m in prepared.migrations if m.version > prepared.start_version]
+    with MigrationRunner(prepared.dsn, prepared.migrations, progress=progress) as runner:
+        for migration in pending:
+            progress(f"applying {migration.label} (sampling pg_locks every 50ms)")
+            began = time.monotonic()
+            with LockSampler(prepared.admin_dsn) as sampler:
+                try:
+                    runner.migrate(target=migration.version)
+                except RollgateError as exc:
+                    prepared.migrate_error = f"{migration.label}: {exc.message}"
+            prepared.locks.append(
+                sampler.measurement(migration.label, time.monotonic() - began, budget)
+            )
+            if prepared.migrate_error is not None:
+                return
+            prepared.applied.append(migration)
