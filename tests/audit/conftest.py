@@ -1,0 +1,8 @@
+"""Audit fixtures: reuse the moto server of tests/rollback (one session-wide server)."""
+
+from tests.rollback.conftest import (  # noqa: F401 (fixtures)
+    logical_server,
+    make_logical_database,
+    moto_endpoint,
+    s3_bucket,
+)
