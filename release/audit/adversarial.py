@@ -198,7 +198,14 @@ def adversarial_input(dsn: str, schema: str, thresholds: Thresholds) -> CheckRes
             for fault in faults:
                 if fault.table in tables:
                     findings.append(
-                        _run_fault(conn, schema, fault, valid[fault.table], tally, thresholds)
+                        _run_fault(
+                            conn,
+                            schema,
+                            fault,
+                            valid_row=valid[fault.table],
+                            tally=tally,
+                            thresholds=thresholds,
+                        )
                     )
         finally:
             conn.rollback()  # always: nothing the audit inserted may survive
@@ -219,6 +226,7 @@ def _run_fault(
     conn: psycopg.Connection[Any],
     schema: str,
     fault: Fault,
+    *,
     valid_row: dict[str, Any],
     tally: _Tally,
     thresholds: Thresholds,

@@ -33,9 +33,11 @@ def api_probe(app_url: str | None, timeout: float = 10.0) -> CheckResult:
     """Send the fixed probe set to ``app_url``; every answer must be as expected."""
     if not app_url:
         raise NotRunnable(f"no {outputs.APP_URL} in the stack outputs: no app to probe")
+    if not app_url.startswith(("http://", "https://")):
+        raise NotRunnable(f"{outputs.APP_URL} {app_url!r} is not an http(s) URL")
     findings = []
     for method, path, body, expected in PROBES:
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 (http(s) checked above)
             app_url.rstrip("/") + path,
             data=body,
             method=method,

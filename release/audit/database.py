@@ -57,7 +57,8 @@ def schema_drift(
             Finding(
                 "catalog",
                 True,
-                f"live catalog fingerprint {report.live_fingerprint[:12]} matches {schema_path.name}",
+                f"live catalog fingerprint {report.live_fingerprint[:12]} matches "
+                f"{schema_path.name}",
             )
         )
     with MigrationRunner(dsn, migrations) as runner:
@@ -171,7 +172,7 @@ def integrity(dsn: str, thresholds: Thresholds) -> CheckResult:
         for sequence, last, minimum, maximum, increment in conn.execute(_SEQUENCES).fetchall():
             if last is None:
                 continue  # never used (or not readable by this role): nothing consumed
-            span = (maximum - minimum) if increment > 0 else (maximum - minimum)
+            span = maximum - minimum
             used = (last - minimum) if increment > 0 else (maximum - last)
             percent = 100.0 * used / span if span else 100.0
             worst_sequence = max(worst_sequence, percent)

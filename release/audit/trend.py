@@ -125,7 +125,7 @@ def svg_chart(trend: Trend, width: int = 520, height: int = 140) -> str:
     xs = [x for x, _ in trend.points]
     ys = [y for _, y in trend.points]
     x0, x1 = min(xs), max(xs)
-    y0, y1 = min(0.0, min(ys)), max(ys)
+    y0, y1 = min(0.0, *ys), max(ys)
     span_x = (x1 - x0) or 1
     span_y = (y1 - y0) or 1.0
 
