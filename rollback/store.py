@@ -506,9 +506,8 @@ class S3Store:
 
         try:
             answer = self._client.get_object_lock_configuration(Bucket=self.bucket)
-            enabled = (
-                answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-            )
+            configuration = answer.get("ObjectLockConfiguration", {})
+            enabled = bool(configuration.get("ObjectLockEnabled") == "Enabled")
         except ClientError:
             enabled = False  # ObjectLockConfigurationNotFoundError: a bucket without it
         except Exception as exc:

@@ -21,9 +21,9 @@ def build_stack(endpoint: str) -> dict[str, Any]:
     dlq_url = sqs.create_queue(
         QueueName=f"rollgate-dlq-{token}", Attributes={"KmsMasterKeyId": "alias/aws/sqs"}
     )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     queue_url = sqs.create_queue(
         QueueName=f"rollgate-work-{token}",
         Attributes={
@@ -64,7 +64,7 @@ def build_stack(endpoint: str) -> dict[str, Any]:
         Engine="postgres",
         AllocatedStorage=20,
         MasterUsername="rollgate",
-        MasterUserPassword="not-a-real-password",  # noqa: S106 (moto)
+        MasterUserPassword="not-a-real-password",
         StorageEncrypted=True,
         PubliclyAccessible=False,
         DBParameterGroupName=group,

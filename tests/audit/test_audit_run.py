@@ -108,7 +108,7 @@ def test_the_cli_audits_then_verify_log_names_a_tampered_entry(
     entry["body"]["failed"] = []
     entry["body"]["exit_code"] = 0
     first.write_text(json.dumps(entry))
-    code, out, err = run(capsys, "audit", "verify-log", "--store", str(store_dir), "--json")
+    code, out, _ = run(capsys, "audit", "verify-log", "--store", str(store_dir), "--json")
     assert code == 1
     error = json.loads(out)
     assert "00000001.json" in json.dumps(error)

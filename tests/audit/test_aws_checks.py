@@ -32,9 +32,7 @@ def test_a_healthy_stack_passes_both_checks(stack: dict[str, Any], moto_endpoint
     assert len(posture.findings) >= 12
 
 
-def test_a_message_in_the_dlq_fails_queue_health(
-    stack: dict[str, Any], moto_endpoint: str
-) -> None:
+def test_a_message_in_the_dlq_fails_queue_health(stack: dict[str, Any], moto_endpoint: str) -> None:
     sqs: Any = boto3.client("sqs", endpoint_url=moto_endpoint)
     sqs.send_message(QueueUrl=stack[outputs.DLQ_URL], MessageBody='{"task_id": 7}')
     result = queue_health(stack, moto_endpoint, Thresholds())
@@ -66,9 +64,7 @@ def test_waiting_messages_of_unknown_age_are_not_a_pass(
         queue_health(stack, moto_endpoint, Thresholds())
 
 
-def test_a_public_bucket_fails_security_posture(
-    stack: dict[str, Any], moto_endpoint: str
-) -> None:
+def test_a_public_bucket_fails_security_posture(stack: dict[str, Any], moto_endpoint: str) -> None:
     s3: Any = boto3.client("s3", endpoint_url=moto_endpoint)
     bucket = stack[outputs.ARTIFACT_BUCKET]
     s3.delete_public_access_block(Bucket=bucket)
@@ -114,9 +110,7 @@ def test_an_app_task_with_the_master_secret_or_a_plain_password_fails(
             }
         ],
     )["taskDefinition"]["taskDefinitionArn"]
-    result = security_posture(
-        {**stack, outputs.WORKER_TASK_DEFINITION_ARN: worker}, moto_endpoint
-    )
+    result = security_posture({**stack, outputs.WORKER_TASK_DEFINITION_ARN: worker}, moto_endpoint)
     assert failed(result) == {"worker task secrets", "worker task database role"}
     assert "worker.STRIPE_WEBHOOK_SECRET" in result.summary
     assert "worker.DATABASE_URL" in result.summary
@@ -132,7 +126,7 @@ def test_an_unencrypted_public_database_without_forced_tls_fails(
         Engine="postgres",
         AllocatedStorage=20,
         MasterUsername="rollgate",
-        MasterUserPassword="not-a-real-password",  # noqa: S106 (moto)
+        MasterUserPassword="not-a-real-password",
         StorageEncrypted=False,
         PubliclyAccessible=True,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -145,7 +146,7 @@ def test_a_sequence_near_exhaustion_fails_integrity(migrated_dsn: str) -> None:
     assert "sequence public.small_counter" in result.summary
 
 
-def test_a_slot_retaining_too_much_wal_fails_integrity(make_logical_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_slot_retaining_too_much_wal_fails_integrity(make_logical_database: Any) -> None:
     dsn = make_logical_database()
     slot = "audit_test_slot"
     with psycopg.connect(dsn, autocommit=True) as conn:
