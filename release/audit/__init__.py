@@ -203,7 +203,13 @@ def run_audit(options: AuditOptions) -> AuditReport:
                 "adversarial_input",
                 lambda: adversarial_input(options.dsn, options.app_schema, thresholds),
             ),
-            ("api_probe", lambda: api_probe(stack.get(outputs.APP_URL) if stack else None)),
+            (
+                "api_probe",
+                lambda: api_probe(
+                    stack.get(outputs.APP_URL) if stack else None,
+                    examples=thresholds.api_examples,
+                ),
+            ),
             ("queue_health", lambda: queue_health(stack, endpoint, thresholds)),
             ("security_posture", lambda: security_posture(stack, endpoint)),
             ("integrity", lambda: integrity(options.dsn, thresholds)),

@@ -25,6 +25,8 @@ class Thresholds:
     statement_timeout_ms: int = 30_000
     #: Generated invalid rows per kind of fault (hypothesis examples).
     adversarial_examples: int = 8
+    #: Schemathesis examples per GET operation and generation mode.
+    api_examples: int = 10
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import boto3
@@ -144,14 +145,19 @@ def test_without_stack_outputs_the_aws_checks_do_not_run(moto_endpoint: str) -> 
 def test_metrics_go_to_the_rollgate_namespace_with_the_stack_dimension(
     moto_endpoint: str,
 ) -> None:
+    stack_name = f"dev-{secrets.token_hex(3)}"
     sent = put_metrics(
         {"snapshot_age_seconds": 60.0, "restore_seconds": 2.5, "drift_count": 0.0, "failures": 1.0},
-        "dev",
+        stack_name,
         moto_endpoint,
     )
     assert sent == 4
     cloudwatch: Any = boto3.client("cloudwatch", endpoint_url=moto_endpoint)
-    listed = cloudwatch.list_metrics(Namespace=outputs.METRIC_NAMESPACE)["Metrics"]
+    listed = [
+        m
+        for m in cloudwatch.list_metrics(Namespace=outputs.METRIC_NAMESPACE)["Metrics"]
+        if {"Name": outputs.METRIC_DIMENSION_STACK, "Value": stack_name} in m["Dimensions"]
+    ]
     names = {m["MetricName"] for m in listed}
     assert {
         outputs.METRIC_SNAPSHOT_AGE_SECONDS,
@@ -160,6 +166,6 @@ def test_metrics_go_to_the_rollgate_namespace_with_the_stack_dimension(
         outputs.METRIC_AUDIT_FAILURES,
     } <= names
     assert all(
-        m["Dimensions"] == [{"Name": outputs.METRIC_DIMENSION_STACK, "Value": "dev"}]
+        m["Dimensions"] == [{"Name": outputs.METRIC_DIMENSION_STACK, "Value": stack_name}]
         for m in listed
     )
