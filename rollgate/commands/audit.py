@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
+
 from core.errors import CannotRun
 from db.migrations import load_migrations
+from infra import outputs
 from release.audit import (
     AUDIT_LOG,
     AuditOptions,
@@ -35,6 +39,41 @@ def load_stack_outputs(path: Path | None) -> dict[str, Any] | None:
     return data
 
 
+#: libpq variables the scheduled audit task receives (infra.tasks) instead of a DSN.
+_LIBPQ_ENVIRONMENT = {
+    "PGHOST": "host",
+    "PGPORT": "port",
+    "PGDATABASE": "dbname",
+    "PGUSER": "user",
+    "PGPASSWORD": "password",
+    "PGSSLMODE": "sslmode",
+    "PGSSLROOTCERT": "sslrootcert",
+}
+
+
+def audit_dsn(opts: Options) -> str:
+    """``--dsn`` / $DATABASE_URL, else the libpq variables the audit task is given."""
+    if opts.dsn:
+        return opts.dsn
+    if os.environ.get("PGHOST"):
+        return make_conninfo(
+            **{
+                key: os.environ[name]
+                for name, key in _LIBPQ_ENVIRONMENT.items()
+                if name in os.environ
+            }
+        )
+    return opts.require_dsn()
+
+
+def audit_store(store: str | None) -> str | None:
+    """``--store`` / $ROLLGATE_STORE, else the artifact bucket the audit task is given."""
+    if store or os.environ.get("ROLLGATE_STORE"):
+        return store
+    bucket = os.environ.get(outputs.ENV_ARTIFACT_BUCKET)
+    return f"s3://{bucket}" if bucket else None
+
+
 def audit(
     opts: Options,
     *,
@@ -49,8 +88,8 @@ def audit(
     """Run every check; exit 1 on a failure, 2 when a check could not run."""
     report = run_audit(
         AuditOptions(
-            dsn=opts.require_dsn(),
-            store=open_snapshot_store(store, aws_endpoint_url),
+            dsn=audit_dsn(opts),
+            store=open_snapshot_store(audit_store(store), aws_endpoint_url),
             aws_endpoint_url=aws_endpoint_url,
             stack_outputs=load_stack_outputs(stack_outputs),
             migrations=load_migrations(opts.migrations_dir),

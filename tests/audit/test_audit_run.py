@@ -87,6 +87,7 @@ def test_a_failed_check_wins_over_one_that_did_not_run(
     assert report.metrics["failures"] == 2
 
 
+@pytest.mark.slow  # three audits, each starting its own throwaway Postgres
 def test_the_cli_audits_then_verify_log_names_a_tampered_entry(
     migrated_dsn: str,
     server: ThrowawayPostgres,
@@ -100,8 +101,13 @@ def test_the_cli_audits_then_verify_log_names_a_tampered_entry(
         assert code == 2  # no snapshot, no stack: some checks could not run
         result = json.loads(out)["result"]
         assert "restore_drill" in result["not_run"]
+    code, out, _ = run(capsys, "audit", "--dsn", migrated_dsn, "--store", str(store_dir), "-q")
+    assert code == 2
+    assert "NOT RUN  restore_drill: no snapshot" in out
+    assert "PASS     integrity" in out
+    assert "audit INCOMPLETE" in out
     code, out, _ = run(capsys, "audit", "verify-log", "--store", str(store_dir))
-    assert code == 0 and "2 entries" in out
+    assert code == 0 and "3 entries" in out
 
     first = store_dir / "logs" / AUDIT_LOG / "00000001.json"
     entry = json.loads(first.read_text())
@@ -152,3 +158,33 @@ def test_stack_outputs_file_must_be_a_json_object(
     )
     assert code == 2 and "JSON object" in err
     assert outputs.APP_URL == "appUrl"
+
+
+@pytest.mark.slow  # starts its own throwaway Postgres
+def test_the_scheduled_task_form_reads_libpq_variables_and_the_bucket(
+    migrated_dsn: str,
+    moto_endpoint: str,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`rollgate audit --json` as infra runs it: PG* variables, no DSN, no --store."""
+    params = psycopg.conninfo.conninfo_to_dict(migrated_dsn)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("ROLLGATE_STORE", raising=False)
+    for name, key in (
+        ("PGHOST", "host"),
+        ("PGPORT", "port"),
+        ("PGDATABASE", "dbname"),
+        ("PGUSER", "user"),
+        ("PGPASSWORD", "password"),
+    ):
+        if params.get(key):
+            monkeypatch.setenv(name, str(params[key]))
+    monkeypatch.setenv(outputs.ENV_ARTIFACT_BUCKET, s3_bucket)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    code, out, _ = run(capsys, "audit", "--json", "-q")
+    result = json.loads(out)["result"]
+    assert code == 2, result
+    assert result["checks"][0]["status"] == "passed"  # schema drift ran against PG*
+    assert result["log_entry"].startswith(f"s3://{s3_bucket}/logs/audit/")
