@@ -63,7 +63,8 @@ class Fault:
     table: str
     name: str
     strategy: Callable[[], Any]  # returns a hypothesis strategy of {column: value}
-    columns: tuple[str, ...] = ()
+    #: Only a foreign key refuses it (temporary copies of the tables carry none).
+    foreign_key: bool = False
 
 
 @dataclass
@@ -119,7 +120,7 @@ def _faults(token: str) -> list[Fault]:
         Fault("customers", "NULL email", col("email", null)),
         Fault("orders", "non-object order_details", col("order_details", not_object)),
         Fault("orders", "NULL order_details", col("order_details", null)),
-        Fault("orders", "unknown customer", col("customer_id", missing_ref)),
+        Fault("orders", "unknown customer", col("customer_id", missing_ref), foreign_key=True),
         Fault("orders", "NULL customer_id", col("customer_id", null)),
         Fault("execution_tasks", "unknown status", col("status", bad_status)),
         Fault("execution_tasks", "NULL status", col("status", null)),
@@ -129,7 +130,6 @@ def _faults(token: str) -> list[Fault]:
             "execution_tasks",
             "finished before started",
             lambda: backwards,
-            ("started_at", "finished_at"),
         ),
         Fault(
             "payment_events",
@@ -140,8 +140,13 @@ def _faults(token: str) -> list[Fault]:
         Fault("payment_events", "malformed currency", col("currency", bad_currency)),
         Fault("payment_events", "malformed Stripe event id", col("stripe_event_id", bad_event_id)),
         Fault("payment_events", "malformed event type", col("event_type", bad_event_type)),
-        Fault("payment_events", "unknown customer", col("customer_id", missing_ref)),
-        Fault("task_outbox", "unknown task", col("task_id", missing_ref)),
+        Fault(
+            "payment_events",
+            "unknown customer",
+            col("customer_id", missing_ref),
+            foreign_key=True,
+        ),
+        Fault("task_outbox", "unknown task", col("task_id", missing_ref), foreign_key=True),
         Fault("task_outbox", "NULL task_id", col("task_id", null)),
     ]
 
@@ -179,40 +184,67 @@ def adversarial_input(dsn: str, schema: str, thresholds: Thresholds) -> CheckRes
     valid = _valid_rows(token)
     with connect(dsn, application_name="rollgate-audit") as conn:
         tables = [t for t in valid if _exists(conn, schema, t)]
-        conn.rollback()
+        insertable = all(_may_insert(conn, schema, t) for t in tables)
     if not tables:
         raise NotRunnable(f"none of the app's tables ({', '.join(valid)}) exist in {schema}")
+    # A role without INSERT (the read-only audit role) probes temporary copies made with
+    # LIKE ... INCLUDING CONSTRAINTS: the live CHECK and NOT NULL definitions, copied at
+    # this moment; foreign keys are not copied, so those faults need a role that may insert.
+    target = schema if insertable else "pg_temp"
     before = _trace(dsn, schema, tables)
     findings: list[Finding] = []
     tally = _Tally()
     with connect(dsn, application_name="rollgate-audit") as conn:
         conn.autocommit = False  # one transaction, always rolled back
         try:
+            conn.execute("SET TRANSACTION READ WRITE")  # rolled back all the same
             conn.execute(f"SET LOCAL lock_timeout = '{int(thresholds.lock_timeout_ms)}ms'")
             conn.execute(
                 f"SET LOCAL statement_timeout = '{int(thresholds.statement_timeout_ms)}ms'"
             )
-            conn.execute("SET LOCAL default_transaction_read_only = off")
+            if not insertable:
+                _temporary_copies(conn, schema, tables)
             for table in tables:
-                _insert_valid(conn, schema, table, valid[table], keep=table in _PARENTS)
+                _insert_valid(conn, target, table, valid[table], keep=table in _PARENTS)
             for fault in faults:
-                if fault.table in tables:
+                if fault.table not in tables:
+                    continue
+                if fault.foreign_key and not insertable:
                     findings.append(
-                        _run_fault(
-                            conn,
-                            schema,
-                            fault,
-                            valid_row=valid[fault.table],
-                            tally=tally,
-                            thresholds=thresholds,
+                        Finding(
+                            f"{fault.table}: {fault.name}",
+                            True,
+                            "not probed: only a foreign key refuses it, and the role may not "
+                            "INSERT into the live table (temporary copies carry no foreign key)",
                         )
                     )
+                    continue
+                findings.append(
+                    _run_fault(
+                        conn,
+                        target,
+                        fault,
+                        valid_row=valid[fault.table],
+                        tally=tally,
+                        thresholds=thresholds,
+                    )
+                )
         finally:
             conn.rollback()  # always: nothing the audit inserted may survive
     after = _trace(dsn, schema, tables)
     findings.append(_no_trace(dsn, schema, tables, before, after))
     rejected = ", ".join(f"{name} x{count}" for name, count in sorted(tally.rejected_by.items()))
     findings.append(Finding("refused by", True, rejected or "nothing"))
+    findings.append(
+        Finding(
+            "probed",
+            True,
+            f"the live tables of {schema}"
+            if insertable
+            else f"temporary copies of {schema}'s tables (LIKE ... INCLUDING CONSTRAINTS): "
+            "the role may not INSERT into the live ones",
+        )
+    )
     return verdict(
         "adversarial_input",
         findings,
@@ -262,6 +294,32 @@ def _exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
         "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, table)
     ).fetchone()
     return bool(row and row[0])
+
+
+def _may_insert(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
+    row = conn.execute(
+        "SELECT has_table_privilege(format('%%I.%%I', %s::text, %s::text), 'INSERT')",
+        (schema, table),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _temporary_copies(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> None:
+    """pg_temp copies of ``tables`` with the live CHECK/NOT NULL constraints and defaults."""
+    try:
+        for table in tables:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMPORARY TABLE {} (LIKE {} INCLUDING CONSTRAINTS INCLUDING DEFAULTS "
+                    "INCLUDING IDENTITY) ON COMMIT DROP"
+                ).format(sql.Identifier(table), sql.Identifier(schema, table))
+            )
+    except psycopg.Error as exc:
+        raise NotRunnable(
+            f"the role may not INSERT into {schema}'s tables, nor create temporary copies of "
+            f"them ({_reason(exc)}): grant it TEMPORARY on the database, or INSERT (the "
+            "probes always roll back)"
+        ) from None
 
 
 def _insert_sql(schema: str, table: str, row: dict[str, Any]) -> sql.Composed:

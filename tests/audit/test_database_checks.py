@@ -99,21 +99,47 @@ def test_a_constraint_dropped_behind_rollgates_back_is_caught(migrated_dsn: str)
         assert conn.execute("SELECT last_value FROM pg_sequences").fetchall() == sequences_before
 
 
-def test_a_role_that_cannot_insert_makes_the_probe_not_run(
-    migrated_dsn: str, server: ThrowawayPostgres
-) -> None:
-    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+def reader_dsn(dsn: str) -> str:
+    """A SELECT-only login role, like the audit role 0005 grants."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS audit_reader")
         conn.execute("CREATE ROLE audit_reader LOGIN PASSWORD 'reader'")
+        conn.execute("ALTER ROLE audit_reader SET default_transaction_read_only = on")
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO audit_reader")
-    reader = psycopg.conninfo.make_conninfo(migrated_dsn, user="audit_reader", password="reader")
+    return psycopg.conninfo.make_conninfo(dsn, user="audit_reader", password="reader")
+
+
+def test_a_read_only_role_probes_temporary_copies_of_the_live_constraints(
+    migrated_dsn: str,
+) -> None:
+    reader = reader_dsn(migrated_dsn)
+    healthy = adversarial_input(reader, "public", Thresholds(adversarial_examples=3))
+    assert healthy.status is Status.PASSED, healthy.summary
+    probed = {f.name: f.evidence for f in healthy.findings}
+    assert "temporary copies" in probed["probed"]
+    assert probed["orders: unknown customer"].startswith("not probed")
+
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE execution_tasks DROP CONSTRAINT execution_tasks_status_valid")
+    dropped = adversarial_input(reader, "public", Thresholds(adversarial_examples=3))
+    assert dropped.status is Status.FAILED
+    assert [f.name for f in dropped.findings if not f.ok] == ["execution_tasks: unknown status"]
+
+
+def test_a_role_that_can_neither_insert_nor_make_temp_tables_is_not_run(
+    migrated_dsn: str,
+) -> None:
+    reader = reader_dsn(migrated_dsn)
+    database = psycopg.conninfo.conninfo_to_dict(migrated_dsn)["dbname"]
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
     from release.audit import _guarded
 
     result = _guarded(
         "adversarial_input", lambda: adversarial_input(reader, "public", Thresholds())
     )
     assert result.status is Status.NOT_RUN
-    assert "may not INSERT" in result.summary
+    assert "nor create temporary copies" in result.summary
 
 
 def test_integrity_passes_on_the_migrated_schema(migrated_dsn: str) -> None:
