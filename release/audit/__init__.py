@@ -92,6 +92,8 @@ class AuditReport:
     log_entry_sha256: str | None = None
     metrics_sent: int = 0
     notes: tuple[str, ...] = ()
+    #: Leading indicators read for the trend (not checks): e.g. rejected webhooks.
+    indicators: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -114,6 +116,7 @@ class AuditReport:
         values: dict[str, float] = {}
         for check in self.checks:
             values.update(check.metrics)
+        values.update(self.indicators)
         values["failures"] = float(len(self.failed))
         values["not_run"] = float(len(self.not_run))
         return values
@@ -153,7 +156,7 @@ def run_audit(options: AuditOptions) -> AuditReport:
     """Run the whole catalogue; record the report in the audit log and emit metrics."""
     from release.audit.adversarial import adversarial_input
     from release.audit.api import api_probe
-    from release.audit.aws import put_metrics, queue_health, security_posture
+    from release.audit.aws import queue_health, security_posture
     from release.audit.database import integrity, schema_drift
     from release.audit.restore import restore_drill
 
@@ -227,16 +230,15 @@ def run_audit(options: AuditOptions) -> AuditReport:
         thresholds=thresholds,
         notes=tuple(notes),
     )
-    stack_name = options.stack_name or os.environ.get(outputs.ENV_STACK)
-    sent = 0
-    if stack_name:
-        try:
-            sent = put_metrics(report.metrics, stack_name, endpoint)
-        except Exception as exc:  # the audit's verdict must survive a metrics outage
-            notes.append(f"metrics not sent to CloudWatch: {_describe(exc)}")
-    else:
-        notes.append(f"no stack name (${outputs.ENV_STACK}): metrics not sent")
-    report = AuditReport(**{**report.__dict__, "metrics_sent": sent, "notes": tuple(notes)})
+    sent, indicators = _emit_metrics(report, options, notes)
+    report = AuditReport(
+        **{
+            **report.__dict__,
+            "metrics_sent": sent,
+            "notes": tuple(notes),
+            "indicators": indicators,
+        }
+    )
     if options.record:
         entry = ledger.append(store, AUDIT_LOG, report.to_dict())
         report = AuditReport(
@@ -247,6 +249,30 @@ def run_audit(options: AuditOptions) -> AuditReport:
             }
         )
     return report
+
+
+def _emit_metrics(
+    report: AuditReport, options: AuditOptions, notes: list[str]
+) -> tuple[int, dict[str, float]]:
+    """Read the leading indicators and send the metrics; (metrics sent, indicators)."""
+    from release.audit.aws import put_metrics, rejected_webhooks
+
+    endpoint = options.aws_endpoint_url
+    stack_name = options.stack_name or os.environ.get(outputs.ENV_STACK)
+    sent = 0
+    indicators: dict[str, float] = {}
+    if not stack_name:
+        notes.append(f"no stack name (${outputs.ENV_STACK}): metrics not sent")
+        return sent, indicators
+    try:
+        indicators["webhook_rejected"] = rejected_webhooks(stack_name, endpoint)
+    except Exception as exc:  # an indicator, not a check: its absence is a note
+        notes.append(f"rejected-webhook count not read from CloudWatch: {_describe(exc)}")
+    try:
+        sent = put_metrics(report.metrics, stack_name, endpoint)
+    except Exception as exc:  # the audit's verdict must survive a metrics outage
+        notes.append(f"metrics not sent to CloudWatch: {_describe(exc)}")
+    return sent, indicators
 
 
 def _need_server(server: ThrowawayPostgres | None) -> ThrowawayPostgres:

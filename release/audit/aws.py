@@ -331,3 +331,22 @@ def put_metrics(values: Mapping[str, float], stack_name: str, endpoint_url: str 
             Namespace=outputs.METRIC_NAMESPACE, MetricData=data
         )
     return len(data)
+
+
+def rejected_webhooks(stack_name: str, endpoint_url: str | None, hours: int = 24) -> float:
+    """Webhook events the app rejected (bad signature or body) over the last ``hours``.
+
+    A leading indicator for the trend (a rising count is a misconfigured secret, or
+    someone probing the endpoint), read from the app's own custom metric.
+    """
+    now = datetime.now(UTC)
+    answer = client("cloudwatch", endpoint_url).get_metric_statistics(
+        Namespace=outputs.METRIC_NAMESPACE,
+        MetricName=outputs.METRIC_WEBHOOK_REJECTED,
+        Dimensions=[{"Name": outputs.METRIC_DIMENSION_STACK, "Value": stack_name}],
+        StartTime=now - timedelta(hours=hours),
+        EndTime=now,
+        Period=hours * 3600,
+        Statistics=["Sum"],
+    )
+    return float(sum(point["Sum"] for point in answer.get("Datapoints", [])))

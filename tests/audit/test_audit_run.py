@@ -37,6 +37,20 @@ def test_a_healthy_stack_passes_every_check_and_is_logged(
 ) -> None:
     store = open_store(str(store_dir))
     create_snapshot(migrated_dsn, store, slot=False)
+    stack_name = f"test-{secrets.token_hex(3)}"
+    cloudwatch: Any = boto3.client("cloudwatch", endpoint_url=moto_endpoint)
+    cloudwatch.put_metric_data(
+        Namespace=outputs.METRIC_NAMESPACE,
+        MetricData=[
+            {
+                "MetricName": outputs.METRIC_WEBHOOK_REJECTED,
+                "Dimensions": [{"Name": outputs.METRIC_DIMENSION_STACK, "Value": stack_name}],
+                "Value": value,
+                "Unit": "Count",
+            }
+            for value in (2.0, 5.0)
+        ],
+    )
     report = run_audit(
         AuditOptions(
             dsn=migrated_dsn,
@@ -44,7 +58,7 @@ def test_a_healthy_stack_passes_every_check_and_is_logged(
             aws_endpoint_url=moto_endpoint,
             stack_outputs=build_stack(moto_endpoint),
             server=server,
-            stack_name="test",
+            stack_name=stack_name,
             thresholds=Thresholds(adversarial_examples=3),
         )
     )
@@ -61,6 +75,7 @@ def test_a_healthy_stack_passes_every_check_and_is_logged(
     assert report.exit_code == 2  # not run is never a pass
     assert "appUrl" in report.not_run[0].summary
     assert report.metrics_sent == 4
+    assert report.metrics["webhook_rejected"] == 7.0  # the trend's leading indicator
     entries = ledger.read(store, AUDIT_LOG)
     assert len(entries) == 1
     assert entries[0].entry_sha256 == report.log_entry_sha256
