@@ -107,6 +107,9 @@ METRIC_SNAPSHOT_AGE_SECONDS: Final = "SnapshotAgeSeconds"
 METRIC_RESTORE_SECONDS: Final = "RestoreSeconds"
 #: Number of failed checks in one audit run (0 when all pass; emitted every run).
 METRIC_AUDIT_FAILURES: Final = "AuditFailures"
+#: Differences between the live schema and the canonical one, plus migration checksum
+#: mismatches, found by one audit run (0 when there is no drift).
+METRIC_AUDIT_DRIFT_COUNT: Final = "AuditDriftCount"
 
 # Emitted by the workflow service (app/), in Embedded Metric Format on stdout.
 #: A task run that succeeded (count).

@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -318,6 +319,10 @@ class S3Store:
     prefix: str
     endpoint_url: str | None = None
     kms_key_id: str | None = None
+    #: Log entries are kept under Object Lock (GOVERNANCE mode) this long, when the
+    #: bucket has Object Lock enabled: nobody without the bypass permission can
+    #: rewrite or delete them, which makes the hash chain append-only for real.
+    log_retention_days: int = 400
 
     def __post_init__(self) -> None:
         import boto3
@@ -461,7 +466,12 @@ class S3Store:
             # If-None-Match: * makes S3 refuse to overwrite: two writers racing
             # for one sequence number cannot both win.
             self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **self._encryption()
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                IfNoneMatch="*",
+                **self._encryption(),
+                **self._log_retention(),
             )
         except ClientError as exc:
             if _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
@@ -486,6 +496,30 @@ class S3Store:
     def _key(self, snapshot_id: str, name: str) -> str:
         parts = [p for p in (self.prefix, SNAPSHOTS, snapshot_id) if p]
         return "/".join(parts) + "/" + name
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket reports Object Lock enabled (asked once, then remembered)."""
+        cached: bool | None = getattr(self, "_object_lock", None)
+        if cached is not None:
+            return cached
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self._client.get_object_lock_configuration(Bucket=self.bucket)
+            configuration = answer.get("ObjectLockConfiguration", {})
+            enabled = bool(configuration.get("ObjectLockEnabled") == "Enabled")
+        except ClientError:
+            enabled = False  # ObjectLockConfigurationNotFoundError: a bucket without it
+        except Exception as exc:
+            raise StoreError(f"{self.uri}: cannot reach the store: {exc}") from exc
+        self._object_lock = enabled
+        return enabled
+
+    def _log_retention(self) -> dict[str, Any]:
+        if not self.object_lock_enabled():
+            return {}
+        until = datetime.now(UTC) + timedelta(days=self.log_retention_days)
+        return {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": until}
 
     def _encryption(self) -> dict[str, str]:
         if not self.kms_key_id:

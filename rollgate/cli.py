@@ -187,9 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    db_group = groups.add_parser("db", help="schema, migrations and drift")
-    db_verbs = db_group.add_subparsers(title="db commands", metavar="VERB")
-
     def verb(
         subparsers: argparse._SubParsersAction[_Parser],
         name: str,
@@ -200,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subparsers.add_parser(name, parents=[common], help=help_text, description=help_text)
         sub.set_defaults(verb=func, command_name=command_name)
         return sub
+
+    _db_verbs(groups, verb)
+    _snapshot_verbs(groups, verb)
+    _rollback_verbs(groups, verb)
+    _smoke_verbs(groups, verb)
+    _audit_verbs(groups, verb)
+    return parser
+
+
+def _db_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
+    db_group = groups.add_parser("db", help="schema, migrations and drift")
+    db_verbs = db_group.add_subparsers(title="db commands", metavar="VERB")
 
     verb(
         db_verbs,
@@ -315,10 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     db_group.set_defaults(command_name="db", group_parser=db_group)
-    _snapshot_verbs(groups, verb)
-    _rollback_verbs(groups, verb)
-    _smoke_verbs(groups, verb)
-    return parser
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
@@ -880,4 +885,87 @@ def _smoke(opts: Options, args: argparse.Namespace) -> Outcome:
         stack_outputs=args.stack_outputs,
         ca_bundle=args.ca_bundle,
         select=args.select,
+    )
+
+
+def _audit_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
+    # `rollgate audit` runs the checks itself; verify-log and trend are its sub-verbs.
+    group = verb(
+        groups,
+        "audit",
+        _audit,
+        "run every audit check against the live stack (exit 1: a check failed, 2: a check "
+        "could not run); or verify-log, or trend",
+        "audit",
+    )
+    _store_options(group)
+    _backend_options(group)
+    group.add_argument(
+        "--stack-outputs",
+        type=_path_option,
+        default=None,
+        metavar="FILE",
+        help="`pulumi stack output --json` of the stack (default: the task's environment)",
+    )
+    group.add_argument(
+        "--stack-name",
+        default=None,
+        help="the metrics' Stack dimension (default: $ROLLGATE_STACK; none: no metrics)",
+    )
+    group.add_argument(
+        "--no-record", dest="record", action="store_false", help="do not append to the audit log"
+    )
+    verbs = group.add_subparsers(title="audit commands", metavar="VERB")
+    verify = verb(
+        verbs,
+        "verify-log",
+        _audit_verify_log,
+        "check the audit log's hash chain; exit 1 naming the first tampered entry",
+        "audit verify-log",
+    )
+    _store_options(verify)
+    trend = verb(
+        verbs,
+        "trend",
+        _audit_trend,
+        "flag audit metrics moving the wrong way; --html draws them",
+        "audit trend",
+    )
+    _store_options(trend)
+    trend.add_argument("--html", type=Path, default=None, metavar="FILE", help="write the report")
+    trend.add_argument(
+        "--window", type=int, default=5, help="runs compared: last N against the N before"
+    )
+
+
+def _audit(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import audit
+
+    return audit.audit(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        stack_outputs=args.stack_outputs,
+        backend=args.backend,
+        image=args.image,
+        stack_name=args.stack_name,
+        record=args.record,
+    )
+
+
+def _audit_verify_log(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import audit
+
+    return audit.verify_log(opts, store=args.store, aws_endpoint_url=args.aws_endpoint_url)
+
+
+def _audit_trend(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import audit
+
+    return audit.trend(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        html=args.html,
+        window=args.window,
     )

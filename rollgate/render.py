@@ -424,3 +424,36 @@ def smoke(report: SmokeReport) -> str:
         lines.append(f"  note: {note}")
     lines.append(f"  reports: {report.junit_xml}, {report.json_summary}, {report.markdown_summary}")
     return "\n".join(lines)
+
+
+# --- rollgate audit -----------------------------------------------------------
+
+
+def audit_report(report: Any) -> str:
+    """One line per check (PASS / FAIL / NOT RUN), its failed findings, and where it is logged."""
+    marks = {"passed": "PASS", "failed": "FAIL", "not_run": "NOT RUN"}
+    lines = []
+    for check in report.checks:
+        lines.append(f"{marks[check.status.value]:8} {check.check}: {check.summary}")
+        for finding in check.findings:
+            if not finding.ok:
+                lines.append(f"         - {finding.name}: {finding.evidence}")
+    verdict = {0: "all checks passed", 1: "FAILED", 2: "INCOMPLETE (checks did not run)"}
+    lines.append(f"audit {verdict[report.exit_code]} in {report.seconds:.1f}s")
+    if report.log_entry:
+        lines.append(f"  logged as {report.log_entry} (sha256 {report.log_entry_sha256[:16]})")
+    for note in report.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def audit_trends(found: Sequence[Any], html: Any) -> str:
+    if not found:
+        return "no audit metrics recorded yet"
+    lines = []
+    for trend in found:
+        mark = "WORSE" if trend.flagged else "ok"
+        lines.append(f"{mark:6} {trend.label}: {trend.reason}")
+    if html is not None:
+        lines.append(f"chart written to {html}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Orchestration above rollback and smoke: release gates, rehearsals and audits."""
