@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from db.check import CheckReport
     from db.destructive import DestructiveRevert
     from db.drift import DriftReport
+    from db.roles import BootstrapReport
     from db.runner import RunReport, StatusReport
     from db.sample import SampleProgress, SampleReport
     from rollback.manifest import Manifest
@@ -389,4 +390,14 @@ def rollback_outcome(outcome: RollbackOutcome) -> str:
         for table, count in replay["tables_not_in_target"].items():
             lines.append(f"    {table}: {count} change(s), table not in the target release")
     lines.append(f"  recorded in the rollbacks log as {outcome.record}")
+    return "\n".join(lines)
+
+
+def bootstrap_roles(report: BootstrapReport) -> str:
+    verdict = "changed" if report.changed else "nothing to change: roles already as wanted"
+    lines = [f"bootstrap-roles on {report.database} as {report.owner}: {verdict}"]
+    lines.extend(f"  {change}" for change in report.shared_changes)
+    for role in report.roles:
+        done = ", ".join(role.changes) or "unchanged"
+        lines.append(f"  {role.name} ({role.purpose}, member of {role.group}): {done}")
     return "\n".join(lines)

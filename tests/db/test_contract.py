@@ -30,6 +30,7 @@ def test_bundled_migrations_honour_the_contract_on_every_backend(
         "0002_add_ai_model",
         "0003_add_task_outbox",
         "0004_create_roi_views",
+        "0005_grant_service_roles",
     ]
     assert all(step.reversible for step in report.steps)
     # Each step changed the catalog, so the fingerprints really discriminate.
