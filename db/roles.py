@@ -317,7 +317,14 @@ def _ensure_login_role(
             conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), ident))
             changes.append(f"left {group}")
     if role.group not in member_of:
-        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role.group), ident))
+        try:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role.group), ident))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # PostgreSQL 16+: granting a role needs ADMIN OPTION on it, which its creator has.
+            raise CannotRun(
+                f"{owner} may not grant {role.group} (it was created by another role): have "
+                f"its creator run GRANT {role.group} TO {owner} WITH ADMIN OPTION, then run again"
+            ) from exc
         changes.append(f"joined {role.group}")
     return RoleOutcome(role.purpose, role.name, role.group, tuple(changes))
 
