@@ -111,8 +111,8 @@ def make_bootstrapped(tmp_path: Path) -> Iterator[MakeBootstrapped]:
 
     def make(
         server: ThrowawayPostgres,
-        app_password: str = "app-password-0123456789",
-        audit_password: str = "audit-password-0123456789",
+        app_password: str = "app-password-0123456789",  # noqa: S107 (a test fixture)
+        audit_password: str = "audit-password-0123456789",  # noqa: S107 (a test fixture)
         migrations: Path = BUNDLED_MIGRATIONS,
     ) -> Bootstrapped:
         owner_may_grant_the_groups(server)
