@@ -23,7 +23,7 @@ from db.roles import bootstrap_roles, roles_from_environment
 from tests.app.conftest import Queues, settings_for, stripe_event
 from tests.app.test_web import post_webhook, relay_of, rows, task_ids_in
 
-APP_PASSWORD = "app-role-password-0123"  # noqa: S105 (a test value)
+APP_PASSWORD = "app-role-password-0123"
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from infra import outputs
 from tests.db.test_roles import owner_may_grant_the_groups
 from tests.rollgate.conftest import run
 
-APP_PASSWORD = "cli-app-pässword-'\\\"-0123"  # noqa: S105 (a test value)
-AUDIT_PASSWORD = "cli-audit-password-4567"  # noqa: S105 (a test value)
+APP_PASSWORD = "cli-app-pässword-'\\\"-0123"
+AUDIT_PASSWORD = "cli-audit-password-4567"
 
 
 @pytest.fixture
