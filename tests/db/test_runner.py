@@ -85,7 +85,7 @@ def test_bundled_migrations_apply_and_record_history(
 
 def test_dry_run_changes_nothing(make_runner: MakeRunner, fresh_dsn: str) -> None:
     report = make_runner(BUNDLED_MIGRATIONS).migrate(dry_run=True)
-    assert report.dry_run and len(report.plan.steps) == 4
+    assert report.dry_run and len(report.plan.steps) == 5
     assert tables(fresh_dsn) == []  # not even the history table
 
 
