@@ -27,6 +27,7 @@ REQUIRED_MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (2, "0002_add_ai_model"),
     (3, "0003_add_task_outbox"),
     (4, "0004_create_roi_views"),
+    (5, "0005_grant_service_roles"),
 )
 MIN_SCHEMA_VERSION: Final = REQUIRED_MIGRATIONS[-1][0]
 #: Expand/contract: the next release's migrations are additive, so this release

@@ -198,10 +198,22 @@ def _walk(
         try:
             runner.migrate(migration.version)
             after_up = read_catalog(runner.conn, scope=scope)
-            if after_up.fingerprint() == before.fingerprint():
+            declared_unchanged = migration.up.directives.get("catalog") == "unchanged"
+            if after_up.fingerprint() == before.fingerprint() and not declared_unchanged:
                 # Up -> down -> up over an unchanged catalog proves nothing:
-                # never let it count as a pass.
+                # never let it count as a pass (unless the up says it changes only
+                # privileges, which its verify script then checks).
                 vacuous.append(_vacuity_finding(migration.label, after_up, scope))
+            if declared_unchanged:
+                for difference in diff_catalogs(before, after_up):
+                    report.findings.append(
+                        ContractFinding(
+                            "up",
+                            migration.label,
+                            "declares catalog=unchanged but changed the catalog: "
+                            f"{difference.describe()}",
+                        )
+                    )
             stage = "down"
             runner.revert(previous_version)
             after_down = read_catalog(runner.conn, scope=scope)

@@ -16,7 +16,10 @@ Files also carry directives in comments, e.g.::
     -- rollgate: lock_timeout=5s statement_timeout=60min
 
 ``lock_timeout`` must lie between 1ms and 10min, ``statement_timeout`` be 0
-(none) or between 1ms and 24h. Only a regular file of at most 256 MiB, in
+(none) or between 1ms and 24h. ``catalog=unchanged`` declares an up that
+changes only what the catalog comparison does not read (grants, default
+privileges): the contract then accepts an unchanged catalog, and the verify
+script is what proves the change. Only a regular file of at most 256 MiB, in
 UTF-8 without NUL bytes, is read; psql meta-commands are refused, except the
 ones pg_dump writes in a schema file (``read_schema_script``). What a
 migration may contain is ``db.sqlrules``' business (``read_migration_script``).
@@ -49,7 +52,7 @@ MAX_SCRIPT_BYTES = 256 * 1024 * 1024
 
 _DIRECTIVE = re.compile(r"^\s*--\s*rollgate:(?P<body>.*)$", re.MULTILINE)
 _TIMEOUT = re.compile(r"(?P<number>0|[1-9][0-9]*)(?P<unit>ms|s|min|h)?", re.ASCII)
-_KNOWN_DIRECTIVES = ("transaction", "lock_timeout", "statement_timeout")
+_KNOWN_DIRECTIVES = ("transaction", "lock_timeout", "statement_timeout", "catalog")
 _UNIT_MS = {"": 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 _INT_MAX = 2**31 - 1  # PostgreSQL's timeouts are int milliseconds
 # (smallest, largest) in milliseconds; 0 is allowed separately where it is sane.
@@ -420,6 +423,11 @@ def _parse_directives(path: Path, text: str, lines: LineIndex) -> dict[str, str]
             if key == "transaction" and value not in ("true", "false"):
                 raise MigrationFileError(
                     f"{where}: transaction must be true or false, not {value!r}"
+                )
+            if key == "catalog" and value != "unchanged":
+                raise MigrationFileError(
+                    f"{where}: catalog can only be declared unchanged (a migration that "
+                    f"changes only privileges), not {value!r}"
                 )
             if key in _TIMEOUT_BOUNDS:
                 _check_timeout(where, key, value)

@@ -56,8 +56,14 @@ _Metric = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCusto
 _Dimension = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs  # noqa: E501
 _PredefinedMetric = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs  # noqa: E501
 
-#: Container command of the one-off migration task.
-MIGRATE_COMMAND: Final = ("rollgate", "db", "migrate")
+#: Container command of the one-off migration task: first the role bootstrap (create or
+#: re-password the app and audit roles from their secrets, as the master), then the
+#: migrations. A failed bootstrap stops the task before any migration runs.
+MIGRATE_COMMAND: Final = (
+    "sh",
+    "-c",
+    "rollgate db bootstrap-roles && exec rollgate db migrate",
+)
 MIGRATE_CPU: Final = 256
 MIGRATE_MEMORY: Final = 512
 

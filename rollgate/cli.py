@@ -310,6 +310,16 @@ def _db_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None
     )
     _backend_options(schema)
 
+    verb(
+        db_verbs,
+        "bootstrap-roles",
+        _db_bootstrap_roles,
+        "as the owner: create or re-password the app and audit roles from "
+        "$ROLLGATE_DB_{APP,AUDIT}_{USER,PASSWORD} and make them members of "
+        "rollgate_writer / rollgate_reader (idempotent)",
+        "db bootstrap-roles",
+    )
+
     sample = verb(
         groups, "sample", _sample, "fill a migrated database with production-shaped data", "sample"
     )
@@ -633,6 +643,12 @@ def _db_migrate(opts: Options, args: argparse.Namespace) -> Outcome:
         lock_wait=args.lock_wait,
         plan_fingerprint=args.plan_fingerprint,
     )
+
+
+def _db_bootstrap_roles(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import db
+
+    return db.bootstrap_roles(opts)
 
 
 def _db_revert(opts: Options, args: argparse.Namespace) -> Outcome:

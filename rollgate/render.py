@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from db.check import CheckReport
     from db.destructive import DestructiveRevert
     from db.drift import DriftReport
+    from db.roles import BootstrapReport
     from db.runner import RunReport, StatusReport
     from db.sample import SampleProgress, SampleReport
     from rollback.manifest import Manifest
@@ -456,4 +457,14 @@ def audit_trends(found: Sequence[Any], html: Any) -> str:
         lines.append(f"{mark:6} {trend.label}: {trend.reason}")
     if html is not None:
         lines.append(f"chart written to {html}")
+    return "\n".join(lines)
+
+
+def bootstrap_roles(report: BootstrapReport) -> str:
+    verdict = "changed" if report.changed else "nothing to change: roles already as wanted"
+    lines = [f"bootstrap-roles on {report.database} as {report.owner}: {verdict}"]
+    lines.extend(f"  {change}" for change in report.shared_changes)
+    for role in report.roles:
+        done = ", ".join(role.changes) or "unchanged"
+        lines.append(f"  {role.name} ({role.purpose}, member of {role.group}): {done}")
     return "\n".join(lines)

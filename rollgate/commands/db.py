@@ -1,16 +1,21 @@
-"""``rollgate db``: status, migrate, revert, check, diff, baseline, schema."""
+"""``rollgate db``: status, migrate, revert, check, diff, baseline, schema, bootstrap-roles."""
 
 from __future__ import annotations
+
+import os
 
 from core.errors import CheckFailed
 from db.baseline import baseline as run_baseline
 from db.check import run_check
 from db.drift import detect_drift
 from db.migrations import load_migrations
+from db.roles import bootstrap_roles as run_bootstrap_roles
+from db.roles import roles_from_environment
 from db.runner import MigrationRunner
 from db.schemafile import read_schema_file, schema_from_migrations, write_atomically
 from db.throwaway import start_throwaway
 from db.throwaway.extensions import required_extensions, start_for_extensions
+from infra import outputs
 from rollgate import render
 from rollgate.commands import Options, Outcome
 
@@ -179,3 +184,19 @@ def schema(opts: Options, *, write: bool, check: bool, backend: str, image: str 
     if check:
         return Outcome(0 if up_to_date else 1, result, render.schema_checked(result))
     return Outcome(0, {**result, "schema": generated.text}, generated.text.rstrip("\n"))
+
+
+def bootstrap_roles(opts: Options) -> Outcome:
+    """Create or re-password the app and audit roles from the migrate task's environment.
+
+    Runs as the owner (the master secret's DSN); idempotent: a second run changes nothing.
+    """
+    roles = roles_from_environment(
+        os.environ,
+        app_user_variable=outputs.SECRET_DB_APP_USER,
+        app_password_variable=outputs.SECRET_DB_APP_PASSWORD,
+        audit_user_variable=outputs.SECRET_DB_AUDIT_USER,
+        audit_password_variable=outputs.SECRET_DB_AUDIT_PASSWORD,
+    )
+    report = run_bootstrap_roles(opts.require_dsn(), roles, progress=opts.progress)
+    return Outcome(0, report.to_dict(), render.bootstrap_roles(report))

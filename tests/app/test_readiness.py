@@ -106,7 +106,7 @@ def test_a_schema_newer_than_the_release_supports_is_not_ready(migrated_dsn: str
 def test_a_half_applied_migration_is_not_ready(migrated_dsn: str) -> None:
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
         table = schema.history_table(conn)
-        conn.execute(f"UPDATE {table} SET state = 'applying' WHERE version = 4")
+        conn.execute(f"UPDATE {table} SET state = 'applying' WHERE version = 5")
     state = check(migrated_dsn)
     assert not state.ok
     assert "half-applied" in state.message

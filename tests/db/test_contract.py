@@ -30,6 +30,7 @@ def test_bundled_migrations_honour_the_contract_on_every_backend(
         "0002_add_ai_model",
         "0003_add_task_outbox",
         "0004_create_roi_views",
+        "0005_grant_service_roles",
     ]
     assert all(step.reversible for step in report.steps)
     # Each step changed the catalog, so the fingerprints really discriminate.
@@ -242,3 +243,41 @@ def test_the_scope_decides_what_the_contract_compares(
     report = check_contract(server, migrations, schema, scope=CatalogScope(schemas=("public",)))
     assert [f.stage for f in report.findings] == ["up", "up", "up"]
     assert "schemas read: public" in report.findings[0].message
+
+
+def test_a_privileges_only_migration_passes_when_it_says_so_and_its_verify_checks(
+    server: ThrowawayPostgres, write_migrations: WriteMigrations, widgets_schema: Path
+) -> None:
+    """Grants are invisible to the catalog comparison: ``catalog=unchanged`` declares that,
+    and the verify script (not the catalog) proves the grant."""
+    grant = (
+        "GRANT SELECT ON widgets TO PUBLIC;",
+        "REVOKE SELECT ON widgets FROM PUBLIC;",
+        "DO $$ BEGIN IF NOT has_table_privilege('public', 'widgets', 'SELECT') "
+        "THEN RAISE EXCEPTION 'not granted'; END IF; END $$;",
+    )
+    undeclared: MigrationSet = {
+        "0001_create_widgets": WIDGETS["0001_create_widgets"],
+        "0002_grant_widgets": grant,
+        "0003_add_widget_colour": WIDGETS["0002_add_widget_colour"],
+        "0004_index_widget_name": WIDGETS["0003_index_widget_name"],
+    }
+    report = check_contract(server, load_migrations(write_migrations(undeclared)), widgets_schema)
+    assert [(f.stage, f.migration) for f in report.findings] == [("up", "0002_grant_widgets")]
+
+    declared = dict(undeclared)
+    declared["0002_grant_widgets"] = ("-- rollgate: catalog=unchanged\n" + grant[0], *grant[1:])
+    report = check_contract(server, load_migrations(write_migrations(declared)), widgets_schema)
+    assert report.ok, [f.describe() for f in report.findings]
+
+    # The declaration is checked: an up that does change the catalog is named.
+    lying = dict(declared)
+    lying["0002_grant_widgets"] = (
+        "-- rollgate: catalog=unchanged\nGRANT SELECT ON widgets TO PUBLIC;\n"
+        "CREATE INDEX widgets_name_idx2 ON widgets (name);",
+        "DROP INDEX widgets_name_idx2;\nREVOKE SELECT ON widgets FROM PUBLIC;",
+        grant[2],
+    )
+    report = check_contract(server, load_migrations(write_migrations(lying)), widgets_schema)
+    assert not report.ok
+    assert "declares catalog=unchanged but changed the catalog" in report.findings[0].message

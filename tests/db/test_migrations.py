@@ -23,6 +23,7 @@ def test_bundled_migrations_load_in_order() -> None:
         "0002_add_ai_model",
         "0003_add_task_outbox",
         "0004_create_roi_views",
+        "0005_grant_service_roles",
     ]
     assert migrations[0].up.transactional
     # 0002 builds idx_ai_model CONCURRENTLY, which cannot run in a transaction.

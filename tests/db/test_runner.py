@@ -59,7 +59,7 @@ def test_bundled_migrations_apply_and_record_history(
     monkeypatch.setenv("ROLLGATE_ACTOR", "ci-job-1234")
     runner = make_runner(BUNDLED_MIGRATIONS)
     report = runner.migrate()
-    assert (report.version_before, report.version_after) == (0, 4)
+    assert (report.version_before, report.version_after) == (0, 5)
     assert set(tables(fresh_dsn)) >= {"customers", "orders", "execution_tasks", "payment_events"}
     assert columns(fresh_dsn, "execution_tasks")[-3:] == [
         "ai_model",
@@ -85,7 +85,7 @@ def test_bundled_migrations_apply_and_record_history(
 
 def test_dry_run_changes_nothing(make_runner: MakeRunner, fresh_dsn: str) -> None:
     report = make_runner(BUNDLED_MIGRATIONS).migrate(dry_run=True)
-    assert report.dry_run and len(report.plan.steps) == 4
+    assert report.dry_run and len(report.plan.steps) == 5
     assert tables(fresh_dsn) == []  # not even the history table
 
 

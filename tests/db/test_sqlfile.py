@@ -545,6 +545,13 @@ def test_a_directive_given_twice_is_refused(tmp_path: Path) -> None:
     assert "lock_timeout' is already set on line 1" in refusal(tmp_path, text).message
 
 
+def test_catalog_can_only_be_declared_unchanged(tmp_path: Path) -> None:
+    script = read_script(write_file(tmp_path, "-- rollgate: catalog=unchanged\nSELECT 1;\n"))
+    assert script.directives["catalog"] == "unchanged"
+    error = refusal(tmp_path, "-- rollgate: catalog=changed\nSELECT 1;\n")
+    assert "catalog can only be declared unchanged" in error.message
+
+
 # --- 8. COPY and psql meta-commands -------------------------------------------------
 
 

@@ -68,7 +68,12 @@ def test_only_the_migrate_task_gets_the_master_secret(run: ProgramRun) -> None:
     assert holders == [f"rollgate-{run.stack}-app-migrate-task"]
     migrate = run.one(TASK, "-app-migrate-task")
     assert migrate.inputs["tags"]["rollgate:role"] == "migrator"
-    assert containers(migrate)[0]["command"] == ["rollgate", "db", "migrate"]
+    # The role bootstrap runs first, and the migrations only if it succeeded.
+    assert containers(migrate)[0]["command"] == [
+        "sh",
+        "-c",
+        "rollgate db bootstrap-roles && exec rollgate db migrate",
+    ]
     assert run.exports[outputs.MIGRATE_TASK_DEFINITION_ARN].endswith(
         f"task-definition/rollgate-{run.stack}-migrate:1"
     )

@@ -7,6 +7,7 @@ stack policies over all of them with their property dependencies.
 
 from __future__ import annotations
 
+import json
 import runpy
 from typing import Any
 
@@ -169,6 +170,34 @@ def test_a_task_demanding_less_than_verify_full_fails(prod: ProgramRun) -> None:
             },
         )
         if r.name.endswith("-audit-task")
+        else r
+        for r in prod.resources
+    ]
+    assert policies_failing(resources) == {"ecs-db-tls-verified"}
+
+
+@pytest.mark.parametrize("variable", [outputs.ENV_DB_SSLMODE, outputs.ENV_DB_SSLROOTCERT])
+def test_a_task_without_the_tls_variables_fails(prod: ProgramRun, variable: str) -> None:
+    """Issue 9 #2: a missing PGSSLMODE means libpq's `prefer` (no verification at all),
+    and verify-full without PGSSLROOTCERT has no CA to verify against."""
+
+    def without(definitions: str) -> str:
+        parsed = json.loads(definitions)
+        for container in parsed:
+            container["environment"] = [
+                e for e in container["environment"] if e["name"] != variable
+            ]
+        return json.dumps(parsed)
+
+    resources = [
+        replaced(
+            r,
+            inputs={
+                **r.inputs,
+                "containerDefinitions": without(r.inputs["containerDefinitions"]),
+            },
+        )
+        if r.name.endswith("-app-worker-task")
         else r
         for r in prod.resources
     ]

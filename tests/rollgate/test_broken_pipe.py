@@ -79,4 +79,4 @@ def test_progress_into_a_closed_stderr_does_not_stop_the_work(
         "db", "migrate", "--dsn", empty_dsn, tmp_path=tmp_path, stream="stderr"
     )
     assert result.returncode == 0
-    assert "migrate: 0000 -> 0004" in result.stdout
+    assert "migrate: 0000 -> 0005" in result.stdout

@@ -46,7 +46,7 @@ def test_database_url_is_the_default_dsn(
     monkeypatch.setenv("DATABASE_URL", migrated_dsn)
     code, out, _ = run(capsys, "db", "status")
     assert code == 0
-    assert "database at 0004, latest migration 0004" in out
+    assert "database at 0005, latest migration 0005" in out
 
 
 def test_global_options_work_before_and_after_the_verb(
@@ -77,8 +77,8 @@ def test_migrate_dry_run_then_migrate_then_status(
     assert code == 0 and "would apply 0001_create_base_tables" in out
     assert "nothing has been changed" in out
     code, out, err = run(capsys, "db", "migrate", "--dsn", empty_dsn)
-    assert code == 0 and "migrate: 0000 -> 0004" in out
-    assert "[2/4] apply 0002_add_ai_model (outside a transaction)" in err  # progress on stderr
+    assert code == 0 and "migrate: 0000 -> 0005" in out
+    assert "[2/5] apply 0002_add_ai_model (outside a transaction)" in err  # progress on stderr
     code, out, _ = run(capsys, "--json", "db", "status", "--dsn", empty_dsn)
     assert code == 0 and json.loads(out)["result"]["healthy"] is True
 
@@ -92,7 +92,7 @@ def test_revert_without_confirmation_is_refused_and_changes_nothing(
     assert "revert refused: not confirmed" in err
     with psycopg.connect(migrated_dsn) as conn:
         latest = conn.execute("SELECT max(version) FROM rollgate.schema_migrations").fetchone()
-    assert latest == (4,)
+    assert latest == (5,)
 
 
 def test_revert_dry_run_and_yes(capsys: pytest.CaptureFixture[str], migrated_dsn: str) -> None:
@@ -103,7 +103,7 @@ def test_revert_dry_run_and_yes(capsys: pytest.CaptureFixture[str], migrated_dsn
     )
     assert code == 0
     result = json.loads(out)["result"]
-    assert (result["version_before"], result["version_after"]) == (4, 1)
+    assert (result["version_before"], result["version_after"]) == (5, 1)
 
 
 def test_changed_migration_file_is_refused_with_exit_1(
