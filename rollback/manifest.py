@@ -157,16 +157,25 @@ class Manifest:
 
 def describe_files(directory: Path) -> tuple[ArtifactFile, ...]:
     """Size and sha256 of every file under ``directory``, by relative POSIX name."""
-    files = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        files.append(
-            ArtifactFile(
-                name=path.relative_to(directory).as_posix(),
-                size=path.stat().st_size,
-                sha256=sha256_of(path),
-            )
+    paths = sorted(p for p in directory.rglob("*") if p.is_file())
+    return tuple(
+        ArtifactFile(
+            name=path.relative_to(directory).as_posix(), size=path.stat().st_size, sha256=digest
         )
-    return tuple(files)
+        for path, digest in zip(paths, sha256_of_each(paths), strict=True)
+    )
+
+
+def sha256_of_each(paths: Sequence[Path], *, threads: int = 2) -> list[str]:
+    """``sha256_of`` every path, ``threads`` files at a time, in the order given.
+
+    hashlib releases the GIL while it hashes a chunk, so two threads hash two
+    files on two cores: a dump's table files are hashed in about half the time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return list(pool.map(sha256_of, paths))
 
 
 def check_files(expected: Sequence[ArtifactFile], directory: Path, *, snapshot_id: str) -> None:
@@ -192,8 +201,8 @@ def check_files(expected: Sequence[ArtifactFile], directory: Path, *, snapshot_i
         if name not in listed:
             problems.append(f"{name}: not listed in the manifest")
     if not problems:
-        for item in expected:
-            actual = sha256_of(directory / item.name)
+        digests = sha256_of_each([directory / item.name for item in expected])
+        for item, actual in zip(expected, digests, strict=True):
             if actual != item.sha256:
                 problems.append(
                     f"{item.name}: content changed (sha256 {actual[:12]}, "

@@ -4,11 +4,16 @@ The restored database is the target release's schema with the snapshot's
 data. The slot opened at the snapshot's moment holds every row change made on
 the live database since. ``replay_changes`` carries them over:
 
-* **In commit order, exactly once.** Each source transaction is replayed as
-  one target transaction that also records its commit LSN in
+* **In commit order, exactly once.** Consecutive source transactions are
+  replayed in groups (up to 100 transactions or 2000 changes), each group
+  one target transaction that also records its last commit LSN in
   ``rollgate.replay_progress``; a replay that crashes and runs again skips
   what already landed, so it converges. Inserts are upserts on the primary
   key as a second line of defence.
+* **Fast, unless something is refused.** A group runs one statement per
+  change with no savepoints. If any change in it is refused, the group is
+  rolled back and replayed the careful way: one target transaction per
+  source transaction, a savepoint per change.
 * **Mapped onto the target's schema.** Columns the target lacks are dropped
   (and counted, per table and column); tables the target lacks are reported;
   values are cast to the target's column types by the server.
@@ -20,8 +25,9 @@ the live database since. ``replay_changes`` carries them over:
 * **What cannot be carried back is listed, never silently lost:** a row the
   target's constraints reject, an UPDATE of a row that is gone whose TOASTed
   values were not in the change, a change to a table without a primary key
-  that cannot be matched to a row. Each is replayed in a savepoint, so one
-  refusal does not cost the rest of its transaction.
+  that cannot be matched to a row. On the careful path each change is
+  replayed in a savepoint, so one refusal does not cost the rest of its
+  transaction.
 * **Sequences move forward.** Replayed rows carry their ids; afterwards every
   sequence owned by a replayed column is set past the highest value, so the
   next insert on the restored database cannot collide.
@@ -29,6 +35,7 @@ the live database since. ``replay_changes`` carries them over:
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator
@@ -60,6 +67,12 @@ CREATE TABLE IF NOT EXISTS {HISTORY_SCHEMA}.replay_progress (
     updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+# A group of source transactions is replayed as one target transaction:
+# bounded, so a group that must be redone the careful way stays cheap.
+GROUP_TRANSACTIONS = 100
+GROUP_CHANGES = 2000
 
 
 class _Refused(Exception):
@@ -133,12 +146,15 @@ def replay_changes(
     skip_xids: Collection[int] = (),
     upto_lsn: str | None = None,
     live_conn: psycopg.Connection[Any] | None = None,
+    group_transactions: int = GROUP_TRANSACTIONS,
     progress: Progress = silent,
 ) -> ReplayReport:
     """Replay what ``slot`` retained on the live database onto ``target_dsn``.
 
     ``live_conn``: an open autocommit session on the live database to decode
     through (a database closed to new connections still serves it).
+    ``group_transactions``: source transactions committed together on the
+    target (see ``_replay_group``); 1 commits each on its own.
     """
     started = time.monotonic()
     report = ReplayReport(slot)
@@ -158,18 +174,23 @@ def replay_changes(
                 flushed = flush_wal(live)
                 upto_lsn = upto_lsn or flushed
                 live.autocommit = False
+                group: list[Transaction] = []
+                group_changes = 0
+                reported = 0
                 for transaction in decode(live, slot, upto_lsn=upto_lsn):
                     if done_lsn is not None and _lsn(transaction.commit_lsn) <= _lsn(done_lsn):
                         report.already_replayed += 1
                         continue
-                    if transaction.xid in skip:
-                        report.skipped_transactions += 1
-                        _record_progress(target, slot, transaction.commit_lsn)
-                        continue
-                    _replay_transaction(target, transaction, tables, report, slot)
-                    report.transactions += 1
-                    if report.transactions % 1000 == 0:
+                    group.append(transaction)
+                    group_changes += len(transaction.changes)
+                    if len(group) >= group_transactions or group_changes >= GROUP_CHANGES:
+                        _replay_group(target, group, tables, report, slot, skip=skip)
+                        group, group_changes = [], 0
+                    if report.transactions - reported >= 1000:
+                        reported = report.transactions
                         progress(f"replayed {report.transactions} transactions")
+                if group:
+                    _replay_group(target, group, tables, report, slot, skip=skip)
                 live.rollback()
                 live.autocommit = True
             _advance_sequences(target, {name for name in report.tables if name in tables})
@@ -222,6 +243,58 @@ def read_target_tables(conn: psycopg.Connection[Any]) -> dict[str, TargetTable]:
     }
 
 
+class _FastPathFailed(Exception):
+    """A change of the group needs the careful path (a refusal, or an error)."""
+
+
+def _replay_group(
+    target: psycopg.Connection[Any],
+    group: list[Transaction],
+    tables: dict[str, TargetTable],
+    report: ReplayReport,
+    slot: str,
+    *,
+    skip: set[int],
+) -> None:
+    """Replay ``group`` (consecutive source transactions) in one target transaction.
+
+    The fast path: every change as one statement, no savepoints, one commit
+    for the whole group, whose last commit LSN is recorded with it (so a
+    crash leaves either the whole group or none of it, and a rerun skips
+    exactly what landed). Savepoints cost two round trips per change and a
+    commit per source transaction costs one more each: most of a replay's
+    time. When anything in the group is refused or fails, the group is
+    rolled back, the report restored, and each of its transactions replayed
+    the careful way, one commit each, a savepoint per change, so one refused
+    row costs that row only.
+    """
+    before = copy.deepcopy((report.tables, report.missing_tables))
+    counts = (report.transactions, report.skipped_transactions)
+    try:
+        with target.transaction():
+            for transaction in group:
+                if transaction.xid in skip:
+                    report.skipped_transactions += 1
+                    continue
+                for change in transaction.changes:
+                    _replay_change(target, change, tables, report, careful=False)
+                report.transactions += 1
+            _record_progress(target, slot, group[-1].commit_lsn, len(group))
+        return
+    except (_FastPathFailed, _Refused, psycopg.Error):
+        if target.broken:
+            raise
+    report.tables, report.missing_tables = before
+    report.transactions, report.skipped_transactions = counts
+    for transaction in group:
+        if transaction.xid in skip:
+            report.skipped_transactions += 1
+            _record_progress(target, slot, transaction.commit_lsn)
+            continue
+        _replay_transaction(target, transaction, tables, report, slot)
+        report.transactions += 1
+
+
 def _replay_transaction(
     target: psycopg.Connection[Any],
     transaction: Transaction,
@@ -231,38 +304,56 @@ def _replay_transaction(
 ) -> None:
     with target.transaction():
         for change in transaction.changes:
-            if change.schema == HISTORY_SCHEMA:
-                continue  # Rollgate's own bookkeeping is not the app's data
-            table = tables.get(change.qualified)
-            if table is None:
-                report.missing_tables[change.qualified] += 1
-                continue
-            outcome = report.tables[change.qualified]
-            refusal = _plan_refusal(change, table)
-            if refusal:
-                outcome.refused[refusal] += 1
-                continue
-            for column in change.new:
-                if column.name not in table.columns:
-                    outcome.dropped_columns[column.name] += 1
-            try:
-                with target.transaction():  # a savepoint: one refusal costs one row
-                    applied = _apply(target, change, table)
-            except _Refused as exc:
-                outcome.refused[str(exc)] += 1
-                continue
-            except psycopg.Error as exc:
-                reason = (exc.diag.message_primary or type(exc).__name__).split("\n")[0]
-                outcome.refused[f"rejected by the target: {reason}"] += 1
-                continue
-            if applied:
-                outcome.replayed += 1
-            else:
-                outcome.refused[
-                    "the row is gone from the target and the change lacks its unchanged "
-                    "TOASTed values"
-                ] += 1
+            _replay_change(target, change, tables, report, careful=True)
         _record_progress(target, slot, transaction.commit_lsn)
+
+
+def _replay_change(
+    target: psycopg.Connection[Any],
+    change: Change,
+    tables: dict[str, TargetTable],
+    report: ReplayReport,
+    *,
+    careful: bool,
+) -> None:
+    """Apply one change; ``careful``: in a savepoint, refusals counted, never raised."""
+    if change.schema == HISTORY_SCHEMA:
+        return  # Rollgate's own bookkeeping is not the app's data
+    table = tables.get(change.qualified)
+    if table is None:
+        report.missing_tables[change.qualified] += 1
+        return
+    outcome = report.tables[change.qualified]
+    refusal = _plan_refusal(change, table)
+    if refusal:
+        if not careful:
+            raise _FastPathFailed(refusal)
+        outcome.refused[refusal] += 1
+        return
+    for column in change.new:
+        if column.name not in table.columns:
+            outcome.dropped_columns[column.name] += 1
+    if not careful:
+        if not _apply(target, change, table):
+            raise _FastPathFailed("a row is gone and the change lacks its TOASTed values")
+        outcome.replayed += 1
+        return
+    try:
+        with target.transaction():  # a savepoint: one refusal costs one row
+            applied = _apply(target, change, table)
+    except _Refused as exc:
+        outcome.refused[str(exc)] += 1
+        return
+    except psycopg.Error as exc:
+        reason = (exc.diag.message_primary or type(exc).__name__).split("\n")[0]
+        outcome.refused[f"rejected by the target: {reason}"] += 1
+        return
+    if applied:
+        outcome.replayed += 1
+    else:
+        outcome.refused[
+            "the row is gone from the target and the change lacks its unchanged TOASTed values"
+        ] += 1
 
 
 def _plan_refusal(change: Change, table: TargetTable) -> str | None:
@@ -383,12 +474,15 @@ def _replayed_upto(target: psycopg.Connection[Any], slot: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _record_progress(target: psycopg.Connection[Any], slot: str, commit_lsn: str) -> None:
+def _record_progress(
+    target: psycopg.Connection[Any], slot: str, commit_lsn: str, transactions: int = 1
+) -> None:
     target.execute(
         f"INSERT INTO {HISTORY_SCHEMA}.replay_progress AS p (slot, commit_lsn, transactions) "
-        "VALUES (%s, %s::pg_lsn, 1) ON CONFLICT (slot) DO UPDATE SET "
-        "commit_lsn = EXCLUDED.commit_lsn, transactions = p.transactions + 1, updated_at = now()",
-        (slot, commit_lsn),
+        "VALUES (%s, %s::pg_lsn, %s) ON CONFLICT (slot) DO UPDATE SET "
+        "commit_lsn = EXCLUDED.commit_lsn, transactions = p.transactions + EXCLUDED.transactions, "
+        "updated_at = now()",
+        (slot, commit_lsn, transactions),
     )
 
 
