@@ -68,6 +68,19 @@ class ReplicationSlot:
 
 
 @dataclass(frozen=True)
+class RdsSnapshot:
+    """An RDS manual snapshot that stands in for the artifact files (``create --rds``)."""
+
+    snapshot_identifier: str
+    instance: str
+    engine: str
+    engine_version: str
+    arn: str
+    encrypted: bool = False
+    kms_key_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     id: str
     created_at: str
@@ -82,6 +95,7 @@ class Manifest:
     slot: ReplicationSlot | None = None
     masked_columns: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    rds: RdsSnapshot | None = None
     format: int = MANIFEST_FORMAT
 
     @property
@@ -97,6 +111,10 @@ class Manifest:
         data["release"]["migrations"] = dict(self.release.migrations)
         data["timings"] = dict(self.timings)
         data["tables"] = [table.to_dict() for table in self.tables]
+        if self.rds is None:
+            # Absent, not null: a logical snapshot's manifest stays byte-identical
+            # to what earlier releases wrote (and a reader treats absent as None).
+            del data["rds"]
         return data
 
     def to_json(self) -> bytes:
@@ -131,6 +149,7 @@ class Manifest:
         try:
             release = data["release"]
             slot = data.get("slot")
+            rds = data.get("rds")
             return cls(
                 id=str(data["id"]),
                 created_at=str(data["created_at"]),
@@ -150,6 +169,7 @@ class Manifest:
                 slot=ReplicationSlot(**slot) if slot else None,
                 masked_columns=tuple(data.get("masked_columns", ())),
                 timings=dict(data.get("timings", {})),
+                rds=RdsSnapshot(**rds) if rds else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptSnapshot(f"{source}: missing or malformed field: {exc}") from exc

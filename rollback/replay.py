@@ -11,7 +11,8 @@ the live database since. ``replay_changes`` carries them over:
   what already landed, so it converges. Inserts are upserts on the primary
   key as a second line of defence.
 * **Fast, unless something is refused.** A group runs one statement per
-  change with no savepoints. If any change in it is refused, the group is
+  change with no savepoints, pipelined (no round trip per statement). If
+  any change in it is refused, or an UPDATE finds no row, the group is
   rolled back and replayed the careful way: one target transaction per
   source transaction, a savepoint per change.
 * **Mapped onto the target's schema.** Columns the target lacks are dropped
@@ -271,15 +272,21 @@ def _replay_group(
     before = copy.deepcopy((report.tables, report.missing_tables))
     counts = (report.transactions, report.skipped_transactions)
     try:
-        with target.transaction():
+        with target.transaction(), target.pipeline() as pipeline:
+            updates: list[psycopg.Cursor[Any]] = []
             for transaction in group:
                 if transaction.xid in skip:
                     report.skipped_transactions += 1
                     continue
                 for change in transaction.changes:
-                    _replay_change(target, change, tables, report, careful=False)
+                    _replay_change(target, change, tables, report, careful=False, updates=updates)
                 report.transactions += 1
             _record_progress(target, slot, group[-1].commit_lsn, len(group))
+            pipeline.sync()
+            if any(cursor.rowcount == 0 for cursor in updates):
+                # An UPDATE found no row: the careful path decides whether
+                # the change can be inserted instead, or must be listed.
+                raise _FastPathFailed("an updated row is not in the target")
         return
     except (_FastPathFailed, _Refused, psycopg.Error):
         if target.broken:
@@ -315,8 +322,13 @@ def _replay_change(
     report: ReplayReport,
     *,
     careful: bool,
+    updates: list[psycopg.Cursor[Any]] | None = None,
 ) -> None:
-    """Apply one change; ``careful``: in a savepoint, refusals counted, never raised."""
+    """Apply one change; ``careful``: in a savepoint, refusals counted, never raised.
+
+    Not careful (in a pipeline): an UPDATE's cursor goes to ``updates``, for
+    the caller to check its row count once the pipeline is synced.
+    """
     if change.schema == HISTORY_SCHEMA:
         return  # Rollgate's own bookkeeping is not the app's data
     table = tables.get(change.qualified)
@@ -334,8 +346,7 @@ def _replay_change(
         if column.name not in table.columns:
             outcome.dropped_columns[column.name] += 1
     if not careful:
-        if not _apply(target, change, table):
-            raise _FastPathFailed("a row is gone and the change lacks its TOASTed values")
+        _apply(target, change, table, updates=updates)
         outcome.replayed += 1
         return
     try:
@@ -369,7 +380,18 @@ def _plan_refusal(change: Change, table: TargetTable) -> str | None:
     return None
 
 
-def _apply(target: psycopg.Connection[Any], change: Change, table: TargetTable) -> bool:
+def _apply(
+    target: psycopg.Connection[Any],
+    change: Change,
+    table: TargetTable,
+    *,
+    updates: list[psycopg.Cursor[Any]] | None = None,
+) -> bool:
+    """Apply ``change``; False when its row is gone and it lacks TOASTed values.
+
+    With ``updates`` (pipeline mode, results not read yet) an UPDATE is only
+    sent, its cursor appended: the caller checks that it found its row.
+    """
     identifier = sql.Identifier(change.schema, change.table)
     if change.kind == "truncate":
         target.execute(sql.SQL("TRUNCATE {}").format(identifier))
@@ -405,6 +427,9 @@ def _apply(target: psycopg.Connection[Any], change: Change, table: TargetTable) 
             cursor = target.execute(
                 sql.SQL("SELECT 1 FROM {} WHERE {}").format(identifier, where), key_params
             )
+        if updates is not None:
+            updates.append(cursor)
+            return True
         if cursor.rowcount > 0:
             return True
         if any(c.value is UNCHANGED for c in change.new if c.name in table.columns):

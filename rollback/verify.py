@@ -155,13 +155,18 @@ def verify_snapshot(
         notes=tuple(notes),
     )
     if record:
-        stamp = report.verified_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
-        store.put_record(
-            snapshot_id,
-            f"{VERIFICATION_PREFIX}{stamp}.json",
-            json.dumps(report.to_dict(), indent=2, sort_keys=True).encode(),
-        )
+        record_verification(store, report)
     return report
+
+
+def record_verification(store: SnapshotStore, report: VerifyReport) -> None:
+    """Keep ``report`` beside its snapshot: the newest one says whether it is warm."""
+    stamp = report.verified_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+    store.put_record(
+        report.snapshot_id,
+        f"{VERIFICATION_PREFIX}{stamp}.json",
+        json.dumps(report.to_dict(), indent=2, sort_keys=True).encode(),
+    )
 
 
 def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any] | None:
