@@ -229,7 +229,7 @@ def _wait(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        state = _call(f"read the state of {what}", read)
+        state: dict[str, Any] = _call(f"read the state of {what}", read)
         if done(state):
             return state
         status = state.get("Status") or state.get("DBInstanceStatus")
