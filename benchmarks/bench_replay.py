@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'equal' if equal else 'DIFFER'}",
                 flush=True,
             )
+        if args.minutes <= 0:
+            return 0
         print(f"== WAL for {args.minutes} min at {args.rate}/s", file=sys.stderr)
         wal = _wal_per_hour(server, source, args.minutes, args.rate)
     print()

@@ -85,6 +85,17 @@ class TargetTable:
     columns: dict[str, str]  # name -> format_type
     primary_key: tuple[str, ...]
     identity_always: frozenset[str]
+    # Statement text by shape (kind, columns): composing SQL per change was
+    # most of the client's time; the same text also lets psycopg prepare it.
+    statements: dict[tuple[Any, ...], str] = field(default_factory=dict, compare=False, repr=False)
+
+    def statement(self, conn: psycopg.Connection[Any], shape: tuple[Any, ...], build: Any) -> str:
+        """The text of ``build()`` (a ``sql.Composable``), composed once per ``shape``."""
+        text = self.statements.get(shape)
+        if text is None:
+            text = build().as_string(conn)
+            self.statements[shape] = text
+        return text
 
 
 @dataclass
@@ -397,13 +408,16 @@ def _apply(
         target.execute(sql.SQL("TRUNCATE {}").format(identifier))
         return True
     if change.kind == "delete":
-        where, params = _key_condition(change.old_key, table)
-        target.execute(sql.SQL("DELETE FROM {} WHERE {}").format(identifier, where), params)
+        statement = table.statement(
+            target,
+            ("delete",),
+            lambda: sql.SQL("DELETE FROM {} WHERE {}").format(identifier, _key_condition(table)),
+        )
+        target.execute(statement, _key_params(change.old_key, table))
         return True
     present = [c for c in change.new if c.name in table.columns and c.value is not UNCHANGED]
     if change.kind == "update":
-        key_columns = change.old_key or change.new
-        where, key_params = _key_condition(key_columns, table)
+        key_params = _key_params(change.old_key or change.new, table)
         # The key is only SET when the change moved it (test_decoding then
         # prints an old key); an identity GENERATED ALWAYS column cannot be
         # SET at all, and an unmoved key needs no SET.
@@ -416,17 +430,28 @@ def _apply(
         if change.old_key and any(c.name in table.identity_always for c in change.old_key):
             raise _Refused("the change moved an identity GENERATED ALWAYS key")
         if settable:
-            assignments = sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(c.name), _cast(c, table)) for c in settable
+            statement = table.statement(
+                target,
+                ("update", *(c.name for c in settable)),
+                lambda: sql.SQL("UPDATE {} SET {} WHERE {}").format(
+                    identifier,
+                    sql.SQL(", ").join(
+                        sql.SQL("{} = {}").format(sql.Identifier(c.name), _cast(c.name, table))
+                        for c in settable
+                    ),
+                    _key_condition(table),
+                ),
             )
-            cursor = target.execute(
-                sql.SQL("UPDATE {} SET {} WHERE {}").format(identifier, assignments, where),
-                [c.value for c in settable] + key_params,
-            )
+            cursor = target.execute(statement, [c.value for c in settable] + key_params)
         else:
-            cursor = target.execute(
-                sql.SQL("SELECT 1 FROM {} WHERE {}").format(identifier, where), key_params
+            statement = table.statement(
+                target,
+                ("select",),
+                lambda: sql.SQL("SELECT 1 FROM {} WHERE {}").format(
+                    identifier, _key_condition(table)
+                ),
             )
+            cursor = target.execute(statement, key_params)
         if updates is not None:
             updates.append(cursor)
             return True
@@ -434,29 +459,31 @@ def _apply(
             return True
         if any(c.value is UNCHANGED for c in change.new if c.name in table.columns):
             return False
-    _insert(target, identifier, present, table)
+    statement = table.statement(
+        target,
+        ("insert", *(c.name for c in present)),
+        lambda: _insert_statement(identifier, [c.name for c in present], table),
+    )
+    target.execute(statement, [c.value for c in present])
     return True
 
 
-def _insert(
-    target: psycopg.Connection[Any],
-    identifier: sql.Identifier,
-    present: list[Column],
-    table: TargetTable,
-) -> None:
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in present)
-    values = sql.SQL(", ").join(_cast(c, table) for c in present)
+def _insert_statement(
+    identifier: sql.Identifier, present: list[str], table: TargetTable
+) -> sql.Composable:
+    names = sql.SQL(", ").join(sql.Identifier(name) for name in present)
+    values = sql.SQL(", ").join(_cast(name, table) for name in present)
     overriding = (
         sql.SQL(" OVERRIDING SYSTEM VALUE")
-        if any(c.name in table.identity_always for c in present)
+        if any(name in table.identity_always for name in present)
         else sql.SQL("")
     )
     statement = sql.SQL("INSERT INTO {} ({}){} VALUES ({})").format(
         identifier, names, overriding, values
     )
-    keyed = table.primary_key and set(table.primary_key) <= {c.name for c in present}
+    keyed = table.primary_key and set(table.primary_key) <= set(present)
     if keyed:
-        updates = [c for c in present if c.name not in table.primary_key]
+        updates = [name for name in present if name not in table.primary_key]
         conflict = sql.SQL(" ON CONFLICT ({}) DO ").format(
             sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key)
         )
@@ -465,31 +492,31 @@ def _insert(
                 conflict
                 + sql.SQL("UPDATE SET ")
                 + sql.SQL(", ").join(
-                    sql.SQL("{} = EXCLUDED.{}").format(
-                        sql.Identifier(c.name), sql.Identifier(c.name)
-                    )
-                    for c in updates
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(name), sql.Identifier(name))
+                    for name in updates
                 )
             )
         else:
             statement += conflict + sql.SQL("NOTHING")
-    target.execute(statement, [c.value for c in present])
+    return statement
 
 
-def _key_condition(columns: Iterable[Column], table: TargetTable) -> tuple[sql.Composed, list[Any]]:
+def _key_condition(table: TargetTable) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(name), _cast(name, table))
+        for name in table.primary_key
+    )
+
+
+def _key_params(columns: Iterable[Column], table: TargetTable) -> list[Any]:
     by_name = {c.name: c for c in columns}
-    parts, params = [], []
-    for name in table.primary_key:
-        column = by_name[name]
-        parts.append(sql.SQL("{} = {}").format(sql.Identifier(name), _cast(column, table)))
-        params.append(column.value)
-    return sql.SQL(" AND ").join(parts), params
+    return [by_name[name].value for name in table.primary_key]
 
 
-def _cast(column: Column, table: TargetTable) -> sql.Composable:
+def _cast(name: str, table: TargetTable) -> sql.Composable:
     # The target's type, not the source's: a migration may have changed it,
     # and the server's own cast decides whether the value still fits.
-    return sql.SQL("%s::{}").format(sql.SQL(table.columns[column.name]))
+    return sql.SQL("%s::{}").format(sql.SQL(table.columns[name]))
 
 
 def _replayed_upto(target: psycopg.Connection[Any], slot: str) -> str | None:
