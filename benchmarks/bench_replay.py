@@ -32,8 +32,10 @@ full-page images, as they would in production.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -97,13 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="10MB", help="sample data before the snapshot")
     parser.add_argument("--minutes", type=float, default=2.0, help="WAL measurement length")
     parser.add_argument("--rate", type=float, default=20.0, help="mix iterations per second")
+    parser.add_argument(
+        "--replay-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="use replay_changes from this file (e.g. an older rollback/replay.py) to compare",
+    )
     args = parser.parse_args(argv)
+    replay = replay_changes if args.replay_from is None else _load_replay(args.replay_from)
     counts = [int(c) for c in args.changes.split(",") if c.strip()]
     with start_throwaway("embedded") as server:
         source = _prepare(server, "bench_replay_source", parse_size(args.size))
         print(f"{'changes':>10s} {'transactions':>13s} {'seconds':>9s} {'rows/s':>9s}  checksums")
         for count in counts:
-            replayed, transactions, seconds, equal = _replay_rate(server, source, count)
+            replayed, transactions, seconds, equal = _replay_rate(server, source, count, replay)
             print(
                 f"{replayed:10d} {transactions:13d} {seconds:9.2f} {replayed / seconds:9.0f}  "
                 f"{'equal' if equal else 'DIFFER'}",
@@ -119,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _load_replay(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("replay_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.replay_changes
+
+
 def _prepare(server: ThrowawayPostgres, name: str, size: int) -> str:
     dsn = create_database(server, name)
     with MigrationRunner(dsn, load_migrations()) as runner:
@@ -129,7 +147,7 @@ def _prepare(server: ThrowawayPostgres, name: str, size: int) -> str:
 
 
 def _replay_rate(
-    server: ThrowawayPostgres, source: str, count: int
+    server: ThrowawayPostgres, source: str, count: int, replay: Any
 ) -> tuple[int, int, float, bool]:
     live_name, copy_name = f"bench_live_{count}", f"bench_copy_{count}"
     live = create_database(server, live_name, template=source)
@@ -139,7 +157,7 @@ def _replay_rate(
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (SLOT,))
             conn.execute(WRITE_MIX)
             conn.execute("CALL pg_temp.bench_write(%s)", (count // CHANGES_PER_ITERATION,))
-        report = replay_changes(live, SLOT, copy)
+        report = replay(live, SLOT, copy)
         with psycopg.connect(live) as a, psycopg.connect(copy) as b:
             mine = {"rollgate"}  # replay progress lives on the copy only
             equal = not compare_checksums(
