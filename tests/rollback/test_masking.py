@@ -52,6 +52,11 @@ def test_a_masked_snapshot_restores_with_every_constraint_and_no_personal_data(
     # and the masked data's checksums are the manifest's.
     report = verify_snapshot(store, manifest.id, server, migrations=load_migrations())
     assert report.ok, report.problems
+    # Verified, of the live schema version, and still never a rollback's source.
+    from rollback.run import _choose_snapshot
+
+    assert manifest.release.schema_version is not None
+    assert _choose_snapshot(store, customers_dsn, manifest.release.schema_version, None) is None
     dump = store.local_path(manifest.id, "dump/toc.dat").parent
     blob = b"".join(p.read_bytes() for p in dump.rglob("*") if p.is_file())
     assert not [e for e in emails if e.encode() in blob]
