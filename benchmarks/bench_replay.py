@@ -136,6 +136,7 @@ def _load_replay(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location("replay_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.replay_changes
 
