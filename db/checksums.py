@@ -8,9 +8,13 @@ parallel load wrote them in.
 How a table is checksummed, and why:
 
 * Each row's text form (``t::text``, the composite's output) is hashed with
-  ``hashtextextended`` to 64 bits, and the hashes are summed as ``numeric``.
-  A sum does not depend on order, and ``numeric`` cannot overflow. It is one
-  sequential scan per table, run by the server: no rows cross the network.
+  ``hashtextextended`` to 64 bits, and the hashes are summed. A sum does not
+  depend on order, and ``sum(bigint)`` cannot overflow: it accumulates in
+  128 bits and returns ``numeric``, the same exact value as summing
+  ``::numeric`` casts, ~10 % faster. (The text form is most of the cost;
+  ``hash_record_extended`` would skip it but hashes enums by OID, which a
+  restore changes.) It is one sequential scan per table, run by the server:
+  no rows cross the network.
 * It is an integrity check, not a cryptographic one: it catches a lost,
   added or changed row (a flipped bit, a bad restore, a down migration that
   deleted data). The artifact files themselves carry sha256s.
@@ -124,10 +128,7 @@ def table_checksums(
     with conn.transaction(force_rollback=True):
         if top_level:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute(
-            "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in _PINNED_SETTINGS),
-            [item for pair in _PINNED_SETTINGS.items() for item in pair],
-        )
+        _pin_settings(conn)
         tables = conn.execute(
             _TABLES, {"schemas": list(schemas), "excluded_schemas": list(exclude_schemas)}
         ).fetchall()
@@ -135,15 +136,83 @@ def table_checksums(
             qualified = f"{schema}.{name}"
             if qualified in exclude_tables:
                 continue
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) "
-                    "FROM ONLY {}.{} AS t"
-                ).format(sql.Identifier(schema), sql.Identifier(name))
-            ).fetchone()
-            assert row is not None
-            results.append(TableChecksum(qualified, int(row[0]), str(row[1])))
+            results.append(_checksum_one(conn, schema, name))
     return results
+
+
+def _pin_settings(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in _PINNED_SETTINGS),
+        [item for pair in _PINNED_SETTINGS.items() for item in pair],
+    )
+
+
+def _checksum_one(conn: psycopg.Connection[Any], schema: str, name: str) -> TableChecksum:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::numeric "
+            "FROM ONLY {}.{} AS t"
+        ).format(sql.Identifier(schema), sql.Identifier(name))
+    ).fetchone()
+    assert row is not None
+    return TableChecksum(f"{schema}.{name}", int(row[0]), str(row[1]))
+
+
+def parallel_table_checksums(
+    dsn: str,
+    *,
+    jobs: int = 2,
+    snapshot: str | None = None,
+    exclude_schemas: Collection[str] = (),
+) -> list[TableChecksum]:
+    """``table_checksums`` of the database at ``dsn`` on ``jobs`` sessions at once.
+
+    For a database nobody writes to (a freshly restored copy), or one read in
+    the exported ``snapshot`` (every session imports it, so all of them see
+    the same moment). The tables are dealt largest first to whichever session
+    is free, so the wall time is about the total over ``jobs`` on as many
+    cores: checksumming is the server's CPU (each row's text form), not I/O.
+    Results are in the same order as ``table_checksums``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from queue import Empty, SimpleQueue
+
+    def session() -> psycopg.Connection[Any]:
+        conn = psycopg.connect(dsn, application_name="rollgate-checksums")
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if snapshot is not None:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        return conn
+
+    with session() as first:
+        tables = first.execute(
+            "SELECT t.nspname, t.relname FROM (" + _TABLES + ") t "
+            "ORDER BY pg_relation_size(format('%%I.%%I', t.nspname, t.relname)::regclass) DESC, "
+            "1, 2",
+            {"schemas": [], "excluded_schemas": list(exclude_schemas)},
+        ).fetchall()
+        first.rollback()
+    work: SimpleQueue[tuple[str, str]] = SimpleQueue()
+    for item in tables:
+        work.put(item)
+
+    def worker() -> list[TableChecksum]:
+        done: list[TableChecksum] = []
+        with session() as conn:
+            _pin_settings(conn)
+            while True:
+                try:
+                    schema, name = work.get_nowait()
+                except Empty:
+                    break
+                done.append(_checksum_one(conn, schema, name))
+            conn.rollback()
+        return done
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(worker) for _ in range(max(1, min(jobs, len(tables))))]
+        found = [item for future in futures for item in future.result()]
+    return sorted(found, key=lambda item: tuple(item.table.split(".", 1)))
 
 
 def compare_checksums(

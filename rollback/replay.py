@@ -4,11 +4,17 @@ The restored database is the target release's schema with the snapshot's
 data. The slot opened at the snapshot's moment holds every row change made on
 the live database since. ``replay_changes`` carries them over:
 
-* **In commit order, exactly once.** Each source transaction is replayed as
-  one target transaction that also records its commit LSN in
+* **In commit order, exactly once.** Consecutive source transactions are
+  replayed in groups (up to 100 transactions or 2000 changes), each group
+  one target transaction that also records its last commit LSN in
   ``rollgate.replay_progress``; a replay that crashes and runs again skips
   what already landed, so it converges. Inserts are upserts on the primary
   key as a second line of defence.
+* **Fast, unless something is refused.** A group runs one statement per
+  change with no savepoints, pipelined (no round trip per statement). If
+  any change in it is refused, or an UPDATE finds no row, the group is
+  rolled back and replayed the careful way: one target transaction per
+  source transaction, a savepoint per change.
 * **Mapped onto the target's schema.** Columns the target lacks are dropped
   (and counted, per table and column); tables the target lacks are reported;
   values are cast to the target's column types by the server.
@@ -20,8 +26,9 @@ the live database since. ``replay_changes`` carries them over:
 * **What cannot be carried back is listed, never silently lost:** a row the
   target's constraints reject, an UPDATE of a row that is gone whose TOASTed
   values were not in the change, a change to a table without a primary key
-  that cannot be matched to a row. Each is replayed in a savepoint, so one
-  refusal does not cost the rest of its transaction.
+  that cannot be matched to a row. On the careful path each change is
+  replayed in a savepoint, so one refusal does not cost the rest of its
+  transaction.
 * **Sequences move forward.** Replayed rows carry their ids; afterwards every
   sequence owned by a replayed column is set past the highest value, so the
   next insert on the restored database cannot collide.
@@ -29,6 +36,7 @@ the live database since. ``replay_changes`` carries them over:
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator
@@ -62,6 +70,12 @@ CREATE TABLE IF NOT EXISTS {HISTORY_SCHEMA}.replay_progress (
 """
 
 
+# A group of source transactions is replayed as one target transaction:
+# bounded, so a group that must be redone the careful way stays cheap.
+GROUP_TRANSACTIONS = 100
+GROUP_CHANGES = 2000
+
+
 class _Refused(Exception):
     """A change that cannot be carried onto the target; its message says why."""
 
@@ -71,6 +85,17 @@ class TargetTable:
     columns: dict[str, str]  # name -> format_type
     primary_key: tuple[str, ...]
     identity_always: frozenset[str]
+    # Statement text by shape (kind, columns): composing SQL per change was
+    # most of the client's time; the same text also lets psycopg prepare it.
+    statements: dict[tuple[Any, ...], str] = field(default_factory=dict, compare=False, repr=False)
+
+    def statement(self, conn: psycopg.Connection[Any], shape: tuple[Any, ...], build: Any) -> str:
+        """The text of ``build()`` (a ``sql.Composable``), composed once per ``shape``."""
+        text = self.statements.get(shape)
+        if text is None:
+            text = build().as_string(conn)
+            self.statements[shape] = text
+        return text
 
 
 @dataclass
@@ -133,12 +158,15 @@ def replay_changes(
     skip_xids: Collection[int] = (),
     upto_lsn: str | None = None,
     live_conn: psycopg.Connection[Any] | None = None,
+    group_transactions: int = GROUP_TRANSACTIONS,
     progress: Progress = silent,
 ) -> ReplayReport:
     """Replay what ``slot`` retained on the live database onto ``target_dsn``.
 
     ``live_conn``: an open autocommit session on the live database to decode
     through (a database closed to new connections still serves it).
+    ``group_transactions``: source transactions committed together on the
+    target (see ``_replay_group``); 1 commits each on its own.
     """
     started = time.monotonic()
     report = ReplayReport(slot)
@@ -158,18 +186,23 @@ def replay_changes(
                 flushed = flush_wal(live)
                 upto_lsn = upto_lsn or flushed
                 live.autocommit = False
+                group: list[Transaction] = []
+                group_changes = 0
+                reported = 0
                 for transaction in decode(live, slot, upto_lsn=upto_lsn):
                     if done_lsn is not None and _lsn(transaction.commit_lsn) <= _lsn(done_lsn):
                         report.already_replayed += 1
                         continue
-                    if transaction.xid in skip:
-                        report.skipped_transactions += 1
-                        _record_progress(target, slot, transaction.commit_lsn)
-                        continue
-                    _replay_transaction(target, transaction, tables, report, slot)
-                    report.transactions += 1
-                    if report.transactions % 1000 == 0:
+                    group.append(transaction)
+                    group_changes += len(transaction.changes)
+                    if len(group) >= group_transactions or group_changes >= GROUP_CHANGES:
+                        _replay_group(target, group, tables, report, slot, skip=skip)
+                        group, group_changes = [], 0
+                    if report.transactions - reported >= 1000:
+                        reported = report.transactions
                         progress(f"replayed {report.transactions} transactions")
+                if group:
+                    _replay_group(target, group, tables, report, slot, skip=skip)
                 live.rollback()
                 live.autocommit = True
             _advance_sequences(target, {name for name in report.tables if name in tables})
@@ -222,6 +255,64 @@ def read_target_tables(conn: psycopg.Connection[Any]) -> dict[str, TargetTable]:
     }
 
 
+class _FastPathFailed(Exception):
+    """A change of the group needs the careful path (a refusal, or an error)."""
+
+
+def _replay_group(
+    target: psycopg.Connection[Any],
+    group: list[Transaction],
+    tables: dict[str, TargetTable],
+    report: ReplayReport,
+    slot: str,
+    *,
+    skip: set[int],
+) -> None:
+    """Replay ``group`` (consecutive source transactions) in one target transaction.
+
+    The fast path: every change as one statement, no savepoints, one commit
+    for the whole group, whose last commit LSN is recorded with it (so a
+    crash leaves either the whole group or none of it, and a rerun skips
+    exactly what landed). Savepoints cost two round trips per change and a
+    commit per source transaction costs one more each: most of a replay's
+    time. When anything in the group is refused or fails, the group is
+    rolled back, the report restored, and each of its transactions replayed
+    the careful way, one commit each, a savepoint per change, so one refused
+    row costs that row only.
+    """
+    before = copy.deepcopy((report.tables, report.missing_tables))
+    counts = (report.transactions, report.skipped_transactions)
+    try:
+        with target.transaction(), target.pipeline() as pipeline:
+            updates: list[psycopg.Cursor[Any]] = []
+            for transaction in group:
+                if transaction.xid in skip:
+                    report.skipped_transactions += 1
+                    continue
+                for change in transaction.changes:
+                    _replay_change(target, change, tables, report, careful=False, updates=updates)
+                report.transactions += 1
+            _record_progress(target, slot, group[-1].commit_lsn, len(group))
+            pipeline.sync()
+            if any(cursor.rowcount == 0 for cursor in updates):
+                # An UPDATE found no row: the careful path decides whether
+                # the change can be inserted instead, or must be listed.
+                raise _FastPathFailed("an updated row is not in the target")
+        return
+    except (_FastPathFailed, _Refused, psycopg.Error):
+        if target.broken:
+            raise
+    report.tables, report.missing_tables = before
+    report.transactions, report.skipped_transactions = counts
+    for transaction in group:
+        if transaction.xid in skip:
+            report.skipped_transactions += 1
+            _record_progress(target, slot, transaction.commit_lsn)
+            continue
+        _replay_transaction(target, transaction, tables, report, slot)
+        report.transactions += 1
+
+
 def _replay_transaction(
     target: psycopg.Connection[Any],
     transaction: Transaction,
@@ -231,39 +322,61 @@ def _replay_transaction(
 ) -> None:
     with target.transaction():
         for change in transaction.changes:
-            if change.schema == HISTORY_SCHEMA:
-                continue  # Rollgate's own bookkeeping is not the app's data
-            table = tables.get(change.qualified)
-            if table is None:
-                report.missing_tables[change.qualified] += 1
-                continue
-            outcome = report.tables[change.qualified]
-            refusal = _plan_refusal(change, table)
-            if refusal:
-                outcome.refused[refusal] += 1
-                continue
-            for column in change.new:
-                # Only a value is lost: a NULL in a column the target lacks says nothing.
-                if column.name not in table.columns and column.value is not None:
-                    outcome.dropped_columns[column.name] += 1
-            try:
-                with target.transaction():  # a savepoint: one refusal costs one row
-                    applied = _apply(target, change, table)
-            except _Refused as exc:
-                outcome.refused[str(exc)] += 1
-                continue
-            except psycopg.Error as exc:
-                reason = (exc.diag.message_primary or type(exc).__name__).split("\n")[0]
-                outcome.refused[f"rejected by the target: {reason}"] += 1
-                continue
-            if applied:
-                outcome.replayed += 1
-            else:
-                outcome.refused[
-                    "the row is gone from the target and the change lacks its unchanged "
-                    "TOASTed values"
-                ] += 1
+            _replay_change(target, change, tables, report, careful=True)
         _record_progress(target, slot, transaction.commit_lsn)
+
+
+def _replay_change(
+    target: psycopg.Connection[Any],
+    change: Change,
+    tables: dict[str, TargetTable],
+    report: ReplayReport,
+    *,
+    careful: bool,
+    updates: list[psycopg.Cursor[Any]] | None = None,
+) -> None:
+    """Apply one change; ``careful``: in a savepoint, refusals counted, never raised.
+
+    Not careful (in a pipeline): an UPDATE's cursor goes to ``updates``, for
+    the caller to check its row count once the pipeline is synced.
+    """
+    if change.schema == HISTORY_SCHEMA:
+        return  # Rollgate's own bookkeeping is not the app's data
+    table = tables.get(change.qualified)
+    if table is None:
+        report.missing_tables[change.qualified] += 1
+        return
+    outcome = report.tables[change.qualified]
+    refusal = _plan_refusal(change, table)
+    if refusal:
+        if not careful:
+            raise _FastPathFailed(refusal)
+        outcome.refused[refusal] += 1
+        return
+    for column in change.new:
+        # Only a value is lost: a NULL in a column the target lacks says nothing.
+        if column.name not in table.columns and column.value is not None:
+            outcome.dropped_columns[column.name] += 1
+    if not careful:
+        _apply(target, change, table, updates=updates)
+        outcome.replayed += 1
+        return
+    try:
+        with target.transaction():  # a savepoint: one refusal costs one row
+            applied = _apply(target, change, table)
+    except _Refused as exc:
+        outcome.refused[str(exc)] += 1
+        return
+    except psycopg.Error as exc:
+        reason = (exc.diag.message_primary or type(exc).__name__).split("\n")[0]
+        outcome.refused[f"rejected by the target: {reason}"] += 1
+        return
+    if applied:
+        outcome.replayed += 1
+    else:
+        outcome.refused[
+            "the row is gone from the target and the change lacks its unchanged TOASTed values"
+        ] += 1
 
 
 def _plan_refusal(change: Change, table: TargetTable) -> str | None:
@@ -279,19 +392,33 @@ def _plan_refusal(change: Change, table: TargetTable) -> str | None:
     return None
 
 
-def _apply(target: psycopg.Connection[Any], change: Change, table: TargetTable) -> bool:
+def _apply(
+    target: psycopg.Connection[Any],
+    change: Change,
+    table: TargetTable,
+    *,
+    updates: list[psycopg.Cursor[Any]] | None = None,
+) -> bool:
+    """Apply ``change``; False when its row is gone and it lacks TOASTed values.
+
+    With ``updates`` (pipeline mode, results not read yet) an UPDATE is only
+    sent, its cursor appended: the caller checks that it found its row.
+    """
     identifier = sql.Identifier(change.schema, change.table)
     if change.kind == "truncate":
         target.execute(sql.SQL("TRUNCATE {}").format(identifier))
         return True
     if change.kind == "delete":
-        where, params = _key_condition(change.old_key, table)
-        target.execute(sql.SQL("DELETE FROM {} WHERE {}").format(identifier, where), params)
+        statement = table.statement(
+            target,
+            ("delete",),
+            lambda: sql.SQL("DELETE FROM {} WHERE {}").format(identifier, _key_condition(table)),
+        )
+        target.execute(statement, _key_params(change.old_key, table))
         return True
     present = [c for c in change.new if c.name in table.columns and c.value is not UNCHANGED]
     if change.kind == "update":
-        key_columns = change.old_key or change.new
-        where, key_params = _key_condition(key_columns, table)
+        key_params = _key_params(change.old_key or change.new, table)
         # The key is only SET when the change moved it (test_decoding then
         # prints an old key); an identity GENERATED ALWAYS column cannot be
         # SET at all, and an unmoved key needs no SET.
@@ -304,44 +431,60 @@ def _apply(target: psycopg.Connection[Any], change: Change, table: TargetTable) 
         if change.old_key and any(c.name in table.identity_always for c in change.old_key):
             raise _Refused("the change moved an identity GENERATED ALWAYS key")
         if settable:
-            assignments = sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(c.name), _cast(c, table)) for c in settable
+            statement = table.statement(
+                target,
+                ("update", *(c.name for c in settable)),
+                lambda: sql.SQL("UPDATE {} SET {} WHERE {}").format(
+                    identifier,
+                    sql.SQL(", ").join(
+                        sql.SQL("{} = {}").format(sql.Identifier(c.name), _cast(c.name, table))
+                        for c in settable
+                    ),
+                    _key_condition(table),
+                ),
             )
-            cursor = target.execute(
-                sql.SQL("UPDATE {} SET {} WHERE {}").format(identifier, assignments, where),
-                [c.value for c in settable] + key_params,
-            )
+            cursor = target.execute(statement, [c.value for c in settable] + key_params)
         else:
-            cursor = target.execute(
-                sql.SQL("SELECT 1 FROM {} WHERE {}").format(identifier, where), key_params
+            statement = table.statement(
+                target,
+                ("select",),
+                lambda: sql.SQL("SELECT 1 FROM {} WHERE {}").format(
+                    identifier, _key_condition(table)
+                ),
             )
+            cursor = target.execute(statement, key_params)
+        if updates is not None:
+            updates.append(cursor)
+            return True
         if cursor.rowcount > 0:
             return True
         if any(c.value is UNCHANGED for c in change.new if c.name in table.columns):
             return False
-    _insert(target, identifier, present, table)
+    statement = table.statement(
+        target,
+        ("insert", *(c.name for c in present)),
+        lambda: _insert_statement(identifier, [c.name for c in present], table),
+    )
+    target.execute(statement, [c.value for c in present])
     return True
 
 
-def _insert(
-    target: psycopg.Connection[Any],
-    identifier: sql.Identifier,
-    present: list[Column],
-    table: TargetTable,
-) -> None:
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in present)
-    values = sql.SQL(", ").join(_cast(c, table) for c in present)
+def _insert_statement(
+    identifier: sql.Identifier, present: list[str], table: TargetTable
+) -> sql.Composable:
+    names = sql.SQL(", ").join(sql.Identifier(name) for name in present)
+    values = sql.SQL(", ").join(_cast(name, table) for name in present)
     overriding = (
         sql.SQL(" OVERRIDING SYSTEM VALUE")
-        if any(c.name in table.identity_always for c in present)
+        if any(name in table.identity_always for name in present)
         else sql.SQL("")
     )
     statement = sql.SQL("INSERT INTO {} ({}){} VALUES ({})").format(
         identifier, names, overriding, values
     )
-    keyed = table.primary_key and set(table.primary_key) <= {c.name for c in present}
+    keyed = table.primary_key and set(table.primary_key) <= set(present)
     if keyed:
-        updates = [c for c in present if c.name not in table.primary_key]
+        updates = [name for name in present if name not in table.primary_key]
         conflict = sql.SQL(" ON CONFLICT ({}) DO ").format(
             sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key)
         )
@@ -350,31 +493,31 @@ def _insert(
                 conflict
                 + sql.SQL("UPDATE SET ")
                 + sql.SQL(", ").join(
-                    sql.SQL("{} = EXCLUDED.{}").format(
-                        sql.Identifier(c.name), sql.Identifier(c.name)
-                    )
-                    for c in updates
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(name), sql.Identifier(name))
+                    for name in updates
                 )
             )
         else:
             statement += conflict + sql.SQL("NOTHING")
-    target.execute(statement, [c.value for c in present])
+    return statement
 
 
-def _key_condition(columns: Iterable[Column], table: TargetTable) -> tuple[sql.Composed, list[Any]]:
+def _key_condition(table: TargetTable) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(name), _cast(name, table))
+        for name in table.primary_key
+    )
+
+
+def _key_params(columns: Iterable[Column], table: TargetTable) -> list[Any]:
     by_name = {c.name: c for c in columns}
-    parts, params = [], []
-    for name in table.primary_key:
-        column = by_name[name]
-        parts.append(sql.SQL("{} = {}").format(sql.Identifier(name), _cast(column, table)))
-        params.append(column.value)
-    return sql.SQL(" AND ").join(parts), params
+    return [by_name[name].value for name in table.primary_key]
 
 
-def _cast(column: Column, table: TargetTable) -> sql.Composable:
+def _cast(name: str, table: TargetTable) -> sql.Composable:
     # The target's type, not the source's: a migration may have changed it,
     # and the server's own cast decides whether the value still fits.
-    return sql.SQL("%s::{}").format(sql.SQL(table.columns[column.name]))
+    return sql.SQL("%s::{}").format(sql.SQL(table.columns[name]))
 
 
 def _replayed_upto(target: psycopg.Connection[Any], slot: str) -> str | None:
@@ -384,12 +527,15 @@ def _replayed_upto(target: psycopg.Connection[Any], slot: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _record_progress(target: psycopg.Connection[Any], slot: str, commit_lsn: str) -> None:
+def _record_progress(
+    target: psycopg.Connection[Any], slot: str, commit_lsn: str, transactions: int = 1
+) -> None:
     target.execute(
         f"INSERT INTO {HISTORY_SCHEMA}.replay_progress AS p (slot, commit_lsn, transactions) "
-        "VALUES (%s, %s::pg_lsn, 1) ON CONFLICT (slot) DO UPDATE SET "
-        "commit_lsn = EXCLUDED.commit_lsn, transactions = p.transactions + 1, updated_at = now()",
-        (slot, commit_lsn),
+        "VALUES (%s, %s::pg_lsn, %s) ON CONFLICT (slot) DO UPDATE SET "
+        "commit_lsn = EXCLUDED.commit_lsn, transactions = p.transactions + EXCLUDED.transactions, "
+        "updated_at = now()",
+        (slot, commit_lsn, transactions),
     )
 
 

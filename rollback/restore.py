@@ -42,7 +42,7 @@ from core.errors import CannotRun, CheckFailed
 from core.postgres import connect
 from core.progress import Progress, silent
 from db.catalog import read_catalog
-from db.checksums import compare_checksums, table_checksums
+from db.checksums import compare_checksums, parallel_table_checksums
 from rollback.manifest import Manifest
 from rollback.snapshot import DUMP_DIRECTORY
 from rollback.store import SnapshotStore
@@ -254,7 +254,10 @@ def _restore_verified(
             if read_catalog(conn).fingerprint() != manifest.catalog_fingerprint:
                 problems.append("the catalog fingerprint differs from the manifest's")
             problems += [
-                d.describe() for d in compare_checksums(manifest.tables, table_checksums(conn))
+                d.describe()
+                for d in compare_checksums(
+                    manifest.tables, parallel_table_checksums(new_dsn, jobs=jobs)
+                )
             ]
         if problems:
             raise RestoreRefused(

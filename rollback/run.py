@@ -478,6 +478,10 @@ def _choose_snapshot(
         for s in list_snapshots(store)
         if s.manifest is not None
         and s.verified
+        # Never a masked copy (its personal data is gone) nor an RDS snapshot
+        # (no files to restore here): neither is a rollback's data.
+        and not s.manifest.masked_columns
+        and s.manifest.rds is None
         and s.manifest.release.schema_version == schema_version
         and (commit is None or s.manifest.release.bundle_commit in (None, commit))
     ]

@@ -43,7 +43,9 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,7 +64,9 @@ from core.progress import Progress, silent
 from db.catalog import read_catalog
 from db.checksums import table_checksums
 from db.history import HISTORY_QUALIFIED, HISTORY_SCHEMA
+from db.throwaway import ThrowawayPostgres
 from rollback.manifest import Manifest, ReplicationSlot, describe_files
+from rollback.masking import MaskingRules, mask_dump
 from rollback.store import SnapshotStore
 
 DUMP_DIRECTORY = "dump"
@@ -112,9 +116,20 @@ def create_snapshot(
     jobs: int = 2,
     compress: str = "0",
     lock_wait: float = 30.0,
+    mask: MaskingRules | None = None,
+    mask_server: ThrowawayPostgres | None = None,
     progress: Progress = silent,
 ) -> Manifest:
-    """Take a snapshot of the database at ``dsn`` into ``store``; return its manifest."""
+    """Take a snapshot of the database at ``dsn`` into ``store``; return its manifest.
+
+    ``mask``: a masked snapshot, for use outside production (see
+    ``rollback.masking``), made on ``mask_server``. It has no replication
+    slot: nothing is ever replayed onto a masked copy.
+    """
+    if mask is not None:
+        if mask_server is None:
+            raise CannotRun("a masked snapshot needs a throwaway server to mask on")
+        slot = False
     started = time.monotonic()
     with connect(dsn, application_name="rollgate-snapshot") as probe:
         server_major = probe.info.server_version // 10000
@@ -130,10 +145,11 @@ def create_snapshot(
     ):
         try:
             dump_started = time.monotonic()
+            unmasked = Path(tempfile.mkdtemp(prefix="rollgate-unmasked-")) if mask else None
             dump = _start_pg_dump(
                 bin_dir,
                 view,
-                draft.directory / DUMP_DIRECTORY,
+                (unmasked or draft.directory) / DUMP_DIRECTORY,
                 jobs=jobs,
                 compress=compress,
                 lock_wait=lock_wait,
@@ -141,7 +157,7 @@ def create_snapshot(
             try:
                 progress("reading the catalog, row counts and checksums in the same view")
                 facts_started = time.monotonic()
-                facts = _read_facts(view, lock_wait)
+                facts = _read_facts(view, lock_wait, checksums=mask is None)
                 timings["checksum_seconds"] = round(time.monotonic() - facts_started, 3)
                 progress(f"waiting for pg_dump (-j{jobs}) to finish")
                 _wait_for_dump(dump, lock_wait)
@@ -150,6 +166,12 @@ def create_snapshot(
                     dump.kill()
                     dump.wait()
             timings["dump_seconds"] = round(time.monotonic() - dump_started, 3)
+            if unmasked is not None:
+                assert mask is not None and mask_server is not None
+                progress(f"masking {', '.join(mask.masked_columns)} on a throwaway copy")
+                facts.checksums[:] = _masked(
+                    unmasked, draft.directory, mask, mask_server, jobs=jobs, timings=timings
+                )
             progress("hashing the artifact files")
             hash_started = time.monotonic()
             files = describe_files(draft.directory)
@@ -166,6 +188,7 @@ def create_snapshot(
                 tables=tuple(facts.checksums),
                 files=files,
                 slot=view.slot,
+                masked_columns=mask.masked_columns if mask else (),
                 timings=timings,
             )
             draft.commit(manifest.to_json())
@@ -178,6 +201,26 @@ def create_snapshot(
         f"{manifest.total_bytes} bytes, {timings['total_seconds']:.1f}s"
     )
     return manifest
+
+
+def _masked(
+    unmasked: Path,
+    directory: Path,
+    mask: MaskingRules,
+    server: ThrowawayPostgres,
+    *,
+    jobs: int,
+    timings: dict[str, float],
+) -> list[Any]:
+    """Mask the dump in ``unmasked`` into ``directory``; remove ``unmasked`` whatever happens."""
+    started = time.monotonic()
+    try:
+        return mask_dump(
+            unmasked / DUMP_DIRECTORY, directory / DUMP_DIRECTORY, mask, server, jobs=jobs
+        )
+    finally:
+        shutil.rmtree(unmasked, ignore_errors=True)
+        timings["mask_seconds"] = round(time.monotonic() - started, 3)
 
 
 @contextmanager
@@ -237,17 +280,17 @@ class _Facts:
     history: list[tuple[int, str, str, str, str]]
 
 
-def _read_facts(view: ExportedView, lock_wait: float) -> _Facts:
+def _read_facts(view: ExportedView, lock_wait: float, *, checksums: bool = True) -> _Facts:
     with connect(view.dsn, application_name="rollgate-snapshot-facts") as conn:
         conn.autocommit = False
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(view.snapshot_name)))
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_wait * 1000)}",))
         catalog = read_catalog(conn)
-        checksums = table_checksums(conn)
+        sums = table_checksums(conn) if checksums else []
         history = _applied_history(conn)
         conn.rollback()
-    return _Facts(catalog.fingerprint(), checksums, history)
+    return _Facts(catalog.fingerprint(), sums, history)
 
 
 def _applied_history(conn: psycopg.Connection[Any]) -> list[tuple[int, str, str, str, str]]:

@@ -19,6 +19,7 @@ Only a verified snapshot is warm. ``verify_snapshot``:
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -31,12 +32,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from core.errors import ToolUnavailable
 from core.pgtools import client_tools_for
 from core.postgres import connect
 from core.progress import Progress, silent
 from db.catalog import read_catalog
-from db.checksums import compare_checksums, table_checksums
+from db.checksums import compare_checksums, parallel_table_checksums
 from db.errors import MigrationFailed
 from db.migrations import Migration
 from db.sqlfile import execute_script
@@ -130,11 +133,20 @@ def verify_snapshot(
         try:
             progress(f"restoring into a throwaway database ({server.backend}, -j{jobs})")
             restore_started = time.monotonic()
-            restore_dump(files / DUMP_DIRECTORY, dsn, server_major=server.major_version, jobs=jobs)
+            # With its privileges: verify scripts may check grants (0005 does), so
+            # the roles they name are created here first, as NOLOGIN stand-ins.
+            create_grantees(files / DUMP_DIRECTORY, server.dsn(), server.major_version)
+            restore_dump(
+                files / DUMP_DIRECTORY,
+                dsn,
+                server_major=server.major_version,
+                jobs=jobs,
+                keep_privileges=True,
+            )
             restore_seconds = time.monotonic() - restore_started
             progress("comparing catalog and checksums with the manifest")
             with connect(dsn) as conn:
-                problems += _compare(manifest, conn)
+                problems += _compare(manifest, conn, dsn, jobs)
                 ran, script_problems, script_notes = _run_verify_scripts(conn, manifest, migrations)
                 problems += script_problems
                 notes += script_notes
@@ -155,13 +167,18 @@ def verify_snapshot(
         notes=tuple(notes),
     )
     if record:
-        stamp = report.verified_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
-        store.put_record(
-            snapshot_id,
-            f"{VERIFICATION_PREFIX}{stamp}.json",
-            json.dumps(report.to_dict(), indent=2, sort_keys=True).encode(),
-        )
+        record_verification(store, report)
     return report
+
+
+def record_verification(store: SnapshotStore, report: VerifyReport) -> None:
+    """Keep ``report`` beside its snapshot: the newest one says whether it is warm."""
+    stamp = report.verified_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+    store.put_record(
+        report.snapshot_id,
+        f"{VERIFICATION_PREFIX}{stamp}.json",
+        json.dumps(report.to_dict(), indent=2, sort_keys=True).encode(),
+    )
 
 
 def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any] | None:
@@ -175,6 +192,60 @@ def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any
     except (ValueError, UnicodeDecodeError):
         return None  # an unreadable record proves nothing: treated as never verified
     return data
+
+
+_ROLE_AFTER = re.compile(
+    r"\b(?:TO|FROM|FOR ROLE)\s+((?:(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-z0-9_$]*)\s*,?\s*)+)",
+    re.IGNORECASE,
+)
+_IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)')
+
+
+def create_grantees(dump: Path, admin_dsn: str, server_major: int) -> list[str]:
+    """Create, NOLOGIN, every role the dump's GRANTs and default privileges name; returns them.
+
+    A snapshot restored elsewhere than its own server (a throwaway, to prove
+    it) meets none of production's roles. Restoring its privileges needs
+    them; they get no login and no password, and exist only to be granted to.
+    """
+    bin_dir = client_tools_for(server_major)
+    listing = subprocess.run(
+        [str(bin_dir / "pg_restore"), "--list", str(dump)], capture_output=True, check=False
+    )
+    if listing.returncode != 0:
+        return []
+    acl_lines = [
+        line
+        for line in listing.stdout.decode("utf-8", "replace").splitlines()
+        if " ACL " in line or " DEFAULT ACL " in line
+    ]
+    if not acl_lines:
+        return []
+    with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as handle:
+        handle.write("\n".join(acl_lines) + "\n")
+        list_file = handle.name
+    try:
+        statements = subprocess.run(
+            [str(bin_dir / "pg_restore"), "--use-list", list_file, "--file=-", str(dump)],
+            capture_output=True,
+            check=False,
+        ).stdout.decode("utf-8", "replace")
+    finally:
+        Path(list_file).unlink(missing_ok=True)
+    roles: set[str] = set()
+    for match in _ROLE_AFTER.finditer(statements):
+        for quoted, bare in _IDENTIFIER.findall(match[1]):
+            name = quoted.replace('""', '"') if quoted else bare
+            if name.upper() not in {"PUBLIC", "GRANT", "IN", "SCHEMA", "ON", "WITH"}:
+                roles.add(name if quoted else name.lower())
+    created = []
+    with connect(admin_dsn, application_name="rollgate-verify-roles") as admin:
+        for role in sorted(roles):
+            exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if exists is None:
+                admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+                created.append(role)
+    return created
 
 
 def restore_dump(
@@ -202,7 +273,7 @@ def restore_dump(
         raise ToolUnavailable(f"pg_restore failed (exit {result.returncode}): {reason}")
 
 
-def _compare(manifest: Manifest, conn: Any) -> list[str]:
+def _compare(manifest: Manifest, conn: Any, dsn: str, jobs: int) -> list[str]:
     problems = []
     fingerprint = read_catalog(conn).fingerprint()
     if fingerprint != manifest.catalog_fingerprint:
@@ -210,7 +281,10 @@ def _compare(manifest: Manifest, conn: Any) -> list[str]:
             f"restored catalog fingerprint {fingerprint[:12]} differs from the manifest's "
             f"{manifest.catalog_fingerprint[:12]}"
         )
-    for difference in compare_checksums(manifest.tables, table_checksums(conn)):
+    # Nobody writes to the restored copy: its tables can be summed on ``jobs``
+    # sessions at once, which is most of what verify adds to a bare restore.
+    actual = parallel_table_checksums(dsn, jobs=jobs)
+    for difference in compare_checksums(manifest.tables, actual):
         problems.append(difference.describe())
     return problems
 

@@ -417,7 +417,7 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
             "--aws-endpoint-url",
             default=None,
             metavar="URL",
-            help="S3 endpoint (default: $AWS_ENDPOINT_URL, else AWS itself)",
+            help="S3 and RDS endpoint (default: $AWS_ENDPOINT_URL, else AWS itself)",
         )
 
     create = verb(
@@ -433,6 +433,25 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
     create.add_argument("--release-commit", default=None, help="the bundle commit it protects")
     create.add_argument("--app-image", default=None, help="the app image it protects")
     create.add_argument("--jobs", type=int, default=2, help="parallel pg_dump jobs (default 2)")
+    create.add_argument(
+        "--rds",
+        default=None,
+        metavar="INSTANCE",
+        help="take an RDS manual snapshot of this DB instance instead of a logical dump",
+    )
+    create.add_argument(
+        "--mask",
+        action="store_true",
+        help="mask personal data (db/masking.toml) for a snapshot that leaves production",
+    )
+    create.add_argument(
+        "--masking-file",
+        default=None,
+        type=Path,
+        metavar="FILE",
+        help="masking rules for --mask (default: the bundled db/masking.toml)",
+    )
+    _backend_options(create)
 
     verify = verb(verbs, "verify", _snapshot_verify, "restore-test a snapshot", "snapshot verify")
     verify.add_argument("snapshot_id", metavar="ID")
@@ -748,6 +767,11 @@ def _snapshot_create(opts: Options, args: argparse.Namespace) -> Outcome:
         release_commit=args.release_commit,
         app_image=args.app_image,
         jobs=args.jobs,
+        rds_instance=args.rds,
+        mask=args.mask,
+        masking_file=args.masking_file,
+        backend=args.backend,
+        image=args.image,
     )
 
 

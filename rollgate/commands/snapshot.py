@@ -6,10 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from core.errors import CheckFailed
+from core.errors import CannotRun, CheckFailed
 from db.migrations import load_migrations
 from db.throwaway import start_throwaway
 from rollback import retention
+from rollback.masking import load_masking
+from rollback.rds import create_rds_snapshot, rds_client, verify_rds_snapshot
 from rollback.restore import restore_snapshot, warm_standby
 from rollback.snapshot import ReleaseInfo, create_snapshot, drop_slot
 from rollback.store import SnapshotStore, open_store
@@ -36,13 +38,42 @@ def create(
     release_commit: str | None,
     app_image: str | None,
     jobs: int,
+    rds_instance: str | None = None,
+    mask: bool = False,
+    masking_file: Path | None = None,
+    backend: str = "embedded",
+    image: str | None = None,
 ) -> Outcome:
-    """Snapshot the database at ``--dsn`` into the store; prints the new id."""
+    """Snapshot the database at ``--dsn`` (or the RDS instance ``--rds``); prints the new id."""
+    if mask and rds_instance:
+        raise CannotRun("--mask works on logical snapshots; it cannot mask an RDS snapshot")
     target = open_snapshot_store(store, aws_endpoint_url)
     release = ReleaseInfo(
         bundle_commit=release_commit or _bundle_commit(),
         app_image=app_image or os.environ.get("ROLLGATE_APP_IMAGE") or None,
     )
+    if rds_instance:
+        manifest = create_rds_snapshot(
+            target,
+            rds_instance,
+            client=rds_client(aws_endpoint_url),
+            release=release,
+            progress=opts.progress,
+        )
+        return Outcome(0, {"id": manifest.id, "manifest": manifest.to_dict()}, manifest.id)
+    if mask:
+        rules = load_masking(masking_file) if masking_file else load_masking()
+        with start_throwaway(backend, image=image, progress=opts.progress) as server:
+            manifest = create_snapshot(
+                opts.require_dsn(),
+                target,
+                release=release,
+                jobs=jobs,
+                mask=rules,
+                mask_server=server,
+                progress=opts.progress,
+            )
+        return Outcome(0, {"id": manifest.id, "manifest": manifest.to_dict()}, manifest.id)
     manifest = create_snapshot(
         opts.require_dsn(), target, release=release, slot=slot, jobs=jobs, progress=opts.progress
     )
@@ -60,6 +91,11 @@ def verify(
 ) -> Outcome:
     """Restore-test a snapshot on a throwaway Postgres; exit 1 when it does not match."""
     target = open_snapshot_store(store, aws_endpoint_url)
+    if load_manifest(target, snapshot_id).rds is not None:
+        report = verify_rds_snapshot(
+            target, snapshot_id, client=rds_client(aws_endpoint_url), progress=opts.progress
+        )
+        return Outcome(0 if report.ok else 1, report.to_dict(), render.snapshot_verify(report))
     migrations = load_migrations(opts.migrations_dir)
     with start_throwaway(backend, image=image, progress=opts.progress) as server:
         report = verify_snapshot(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from db.checksums import compare_checksums, table_checksums
+from db.checksums import compare_checksums, parallel_table_checksums, table_checksums
 
 SCHEMA = """
 CREATE SCHEMA app;
@@ -101,3 +101,35 @@ def test_scope_and_transaction_snapshot(make_database):
         assert conn.execute("SHOW TimeZone").fetchone() == ("Asia/Kolkata",)  # pins undone
         conn.rollback()
         assert compare_checksums(before, table_checksums(conn)) != []
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_parallel_sessions_give_the_same_checksums_as_one(make_database, jobs):
+    dsn = make_database()
+    load(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        one = table_checksums(conn)
+        conn.execute("UPDATE app.events SET amount = amount + 1 WHERE id = 7")
+        changed = table_checksums(conn)
+    parallel = parallel_table_checksums(dsn, jobs=jobs)
+    assert parallel == changed
+    assert compare_checksums(one, parallel)[0].table == "app.events"
+    assert [t.table for t in parallel_table_checksums(dsn, exclude_schemas=["app"])] == [
+        "public.logs_high",
+        "public.logs_low",
+    ]
+
+
+def test_parallel_sessions_all_read_the_exported_snapshot(make_database):
+    dsn = make_database()
+    load(dsn)
+    with psycopg.connect(dsn) as exporter:
+        exporter.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        name = exporter.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        before = table_checksums(exporter)
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("DELETE FROM app.events WHERE id = 1")
+            other.execute("DELETE FROM public.logs WHERE id = 999")
+        assert parallel_table_checksums(dsn, jobs=2, snapshot=name) == before
+        exporter.rollback()
+    assert compare_checksums(before, parallel_table_checksums(dsn, jobs=2)) != []

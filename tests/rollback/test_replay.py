@@ -168,3 +168,77 @@ def test_the_migrations_own_transactions_are_skipped(pair):
     assert report.skipped_transactions == 1 and report.transactions == 1
     assert all(r[3] is None for r in rows(target))
     assert rows(target, "SELECT * FROM audit") == [("app write",)]
+
+
+def progress_row(target: str, slot: str):
+    with psycopg.connect(target) as conn:
+        return conn.execute(
+            "SELECT commit_lsn::text, transactions FROM rollgate.replay_progress WHERE slot = %s",
+            (slot,),
+        ).fetchone()
+
+
+def test_a_group_commits_as_one_and_records_its_last_commit(pair):
+    live, target, slot = pair
+    with psycopg.connect(live, autocommit=True) as conn:
+        for n in range(7):
+            conn.execute("INSERT INTO audit VALUES (%s)", (f"w{n}",))
+        last = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    report = replay_changes(live, slot, target, group_transactions=3)
+    assert report.transactions == 7 and report.lossless
+    assert [r[0] for r in rows(target, "SELECT * FROM audit ORDER BY 1")] == [
+        f"w{n}" for n in range(7)
+    ]
+    lsn, transactions = progress_row(target, slot)
+    assert transactions == 7  # three groups (3 + 3 + 1), each counting its transactions
+    with psycopg.connect(live) as conn:
+        assert conn.execute("SELECT %s::pg_lsn <= %s::pg_lsn", (last, lsn)).fetchone()[0]
+
+
+def test_a_refused_row_sends_its_group_down_the_careful_path_and_nothing_else_is_lost(pair):
+    live, target, slot = pair
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders ADD CONSTRAINT small CHECK (amount < 50)")
+    with psycopg.connect(live, autocommit=True) as conn:
+        conn.execute("INSERT INTO audit VALUES ('before')")
+        with conn.transaction():  # one source transaction: a refused row and a good one
+            conn.execute("INSERT INTO orders (customer, amount) VALUES ('big', 80)")
+            conn.execute("INSERT INTO orders (customer, amount) VALUES ('ok', 8)")
+        conn.execute("INSERT INTO audit VALUES ('after')")
+        conn.execute("UPDATE orders SET amount = 9 WHERE id = 1")
+    report = replay_changes(live, slot, target, group_transactions=100)
+    assert report.transactions == 4
+    assert report.tables["public.orders"].replayed == 2  # 'ok' and the update
+    assert sum(report.tables["public.orders"].refused.values()) == 1
+    assert report.tables["public.audit"].replayed == 2
+    assert sorted(r[0] for r in rows(target, "SELECT * FROM audit")) == ["after", "before"]
+    assert [r[1] for r in rows(target)][-1] == "ok"
+    assert rows(target, "SELECT amount FROM orders WHERE id = 1") == [(9,)]
+    assert progress_row(target, slot)[1] == 4  # the careful path counts one by one
+    again = replay_changes(live, slot, target)
+    assert again.transactions == 0 and again.already_replayed == 4
+
+
+def test_updates_found_by_the_pipeline_stay_on_the_fast_path(pair):
+    live, target, slot = pair
+    with psycopg.connect(live, autocommit=True) as conn:
+        for n in range(1, 6):  # five source transactions
+            conn.execute("UPDATE orders SET amount = %s WHERE id = %s", (n * 10, n))
+    report = replay_changes(live, slot, target)
+    assert report.transactions == 5 and report.lossless
+    assert rows(target) == rows(live)
+    # One group, one target transaction: every row written by the same xid
+    # (the careful path would have committed five).
+    assert rows(target, "SELECT count(DISTINCT xmin::text) FROM orders") == [(1,)]
+
+
+def test_an_update_whose_row_is_missing_falls_back_and_is_carried_as_an_insert(pair):
+    live, target, slot = pair
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("DELETE FROM orders WHERE id = 4")  # the copy lost the row somehow
+    with psycopg.connect(live, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET amount = 44 WHERE id = 4")
+        conn.execute("UPDATE orders SET amount = 11 WHERE id = 1")
+    report = replay_changes(live, slot, target)
+    assert report.lossless and report.tables["public.orders"].replayed == 2
+    assert rows(target) == rows(live)
