@@ -72,8 +72,8 @@ class Queues:
     dlq_url: str
 
 
-def create_queues(endpoint: str, name: str) -> Queues:
-    """A task queue and its DLQ (redrive after ``MAX_RECEIVE`` receives)."""
+def create_queues(endpoint: str, name: str, max_receive: int = MAX_RECEIVE) -> Queues:
+    """A task queue and its DLQ (redrive after ``max_receive`` receives)."""
     client = aws_client("sqs", endpoint)
     dlq_url = client.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
@@ -84,7 +84,7 @@ def create_queues(endpoint: str, name: str) -> Queues:
         Attributes={
             "VisibilityTimeout": "30",
             "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE)}
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}
             ),
         },
     )["QueueUrl"]
@@ -159,6 +159,22 @@ class AppProcess:
             return self.log_path.read_text(errors="replace").splitlines()[-lines:]
         except OSError:
             return []
+
+    def outcomes(self) -> dict[str, int]:
+        """Task outcomes the worker logged so far (``succeeded``, ``retry``, ``failed``, ...)."""
+        counts: dict[str, int] = {}
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return counts
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and isinstance(event.get("outcome"), str):
+                counts[event["outcome"]] = counts.get(event["outcome"], 0) + 1
+        return counts
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM (the worker finishes or releases its task), then SIGKILL after ``timeout``."""

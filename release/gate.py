@@ -609,6 +609,12 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
         state.previous_app_ok = bool(previous["ok"])
         if not previous["ok"]:
             state.previous_app_problems.append(str(previous["reason"]))
+            if not new["ok"]:
+                # The step fails on the new app already; say N-1 fails too (the budget
+                # step, which weighs --allow-incompatible, will not run).
+                step.findings.append(
+                    f"release N's app cannot run on the new schema either: {previous['reason']}"
+                )
     state.progress("reverting the pending migrations and comparing the data")
     problems = _revert_and_compare(state, dsn)
     result["revert"] = problems or "reverted; the data from before the release is unchanged"
@@ -620,7 +626,7 @@ def _app_check(env: Mapping[str, str], logs: Path, release: str) -> dict[str, An
     """Start the web process; ready within 30 s, and its basic requests answered?"""
     web = apps.start_app("web", env, logs, f"gate-{release}")
     try:
-        readiness = apps.wait_ready(web, timeout=30)
+        readiness = apps.wait_ready(web, timeout=20)
         outcome: dict[str, Any] = {"readiness": readiness.to_dict(), "log": str(web.log_path)}
         if not readiness.ready:
             outcome.update(ok=False, reason=readiness.reason)

@@ -40,9 +40,7 @@ class StepDisplay:
             from rich.console import Console
             from rich.live import Live
 
-            with Live(
-                self._render(), console=Console(stderr=True), refresh_per_second=4
-            ) as live:
+            with Live(self._render(), console=Console(stderr=True), refresh_per_second=4) as live:
                 self.live = live
                 yield self
                 live.update(self._render())
@@ -146,3 +144,30 @@ def append_step_summary(summary_path: Path | None) -> None:
     if target and summary_path is not None and summary_path.is_file():
         with open(target, "a", encoding="utf-8") as handle:
             handle.write(summary_path.read_text(encoding="utf-8"))
+
+
+def rehearse(
+    opts: Options, *, size: str, scenario: str, report_dir: Path, rto_seconds: float
+) -> Outcome:
+    """The whole release on this machine; exit 0 when the scenario's expectation held."""
+    from release.rehearse import RehearsalOptions
+    from release.rehearse import rehearse as run_rehearsal
+
+    report = run_rehearsal(
+        RehearsalOptions(
+            size=size, scenario=scenario, report_dir=report_dir, rto_seconds=rto_seconds
+        ),
+        progress=opts.progress,
+    )
+    append_step_summary(report_dir / "gate" / "gate-summary.md")
+    lines = [
+        f"rehearsal {report.scenario['name']}: {report.outcome.upper()} in {report.seconds:.1f}s "
+        f"(gate: {report.gate_verdict}, expected {report.scenario['expect']})"
+    ]
+    lines += [f"  {s.name:<52} {s.status:<12} {s.seconds:6.1f}s  {s.summary}" for s in report.steps]
+    if report.proof.get("summary"):
+        lines.append(f"proof: {report.proof['summary']}")
+    lines += [f"note: {note}" for note in report.notes]
+    lines.append(f"report: {report_dir / 'report.html'}")
+    lines.append(f"timeline: {report_dir / 'timeline.json'}")
+    return Outcome(report.exit_code, report.to_dict(), "\n".join(lines))

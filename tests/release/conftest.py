@@ -18,7 +18,7 @@ from tests.rollback.conftest import (  # noqa: F401 (fixtures, re-exported for t
 
 
 @pytest.fixture
-def production_dsn(make_logical_database) -> str:
+def production_dsn(make_logical_database) -> str:  # noqa: F811 (the imported fixture)
     """A database at the bundled migrations (release N), with a few rows of each kind."""
     dsn = make_logical_database()
     with MigrationRunner(dsn, load_migrations(BUNDLED_MIGRATIONS)) as runner:
@@ -26,9 +26,7 @@ def production_dsn(make_logical_database) -> str:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO public.customers (name, email) VALUES ('Ada', 'ada@example.com')"
-        )
+        conn.execute("INSERT INTO public.customers (name, email) VALUES ('Ada', 'ada@example.com')")
         conn.execute(
             "INSERT INTO public.payment_events (stripe_event_id, event_type, amount_minor, "
             "currency) SELECT 'evt_' || g, 'charge.succeeded', g * 100, 'usd' "
