@@ -235,9 +235,10 @@ def run_gate(
             step.seconds = time.monotonic() - step_started
             on_step("end", step)
     verdict = _verdict(steps)
-    if verdict != GO and state.slot is not None:
+    if verdict == NO_GO and state.slot is not None:
         # Nothing rolls out, so no rollback will replay from this snapshot's slot;
-        # an idle slot only pins WAL. The snapshot itself stays (prune decides).
+        # an idle slot only pins WAL. The snapshot itself stays (prune decides). An
+        # inconclusive gate keeps it: a rerun or an overridden rollout still needs it.
         with contextlib.suppress(RollgateError, psycopg.Error):
             drop_slot(options.dsn, state.slot)
     report = GateReport(
@@ -392,10 +393,16 @@ def stack_config_problems(stack_dir: Path, stack: str) -> list[str]:
 
 def _snapshot(state: _State, step: StepResult) -> None:
     options = state.options
+    # The snapshot protects the release running now (N), so it carries N's commit: that
+    # is what `rollback plan` matches when it looks for a way back to N.
+    current = _recorded_releases(options.store)
     manifest = create_snapshot(
         options.dsn,
         options.store,
-        release=ReleaseInfo(bundle_commit=options.commit, app_image=options.previous_app_image),
+        release=ReleaseInfo(
+            bundle_commit=current[-1].commit if current else None,
+            app_image=options.previous_app_image,
+        ),
         progress=state.progress,
     )
     state.snapshot_id = manifest.id
@@ -746,9 +753,7 @@ def _budget(state: _State, step: StepResult) -> None:
 def _rollback_plan(state: _State) -> Any:
     """The plan that would take this release back to the live one, from measured times."""
     options = state.options
-    with contextlib.suppress(RollgateError):
-        recorded = list_releases(options.store)
-    recorded = locals().get("recorded") or []
+    recorded = _recorded_releases(options.store)
     now = recorded[-1] if recorded else _unrecorded_release(state.live_version)
     upcoming = replace(
         now,
@@ -778,6 +783,13 @@ def _rollback_plan(state: _State) -> Any:
         return plan_rollback(facts)
     except RollbackRefused as exc:
         raise CannotRun(f"no rollback plan for this release: {exc}") from exc
+
+
+def _recorded_releases(store: SnapshotStore) -> list[Release]:
+    """The releases log, or [] when none is recorded yet (a first rollout)."""
+    if not store.log_entries("releases"):
+        return []
+    return list_releases(store)
 
 
 def _unrecorded_release(version: int) -> Release:

@@ -207,6 +207,8 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
     report_dir = options.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "work").mkdir(exist_ok=True)
+    (report_dir / "logs").mkdir(exist_ok=True)
+    progress = _logged(progress, report_dir / "logs" / "rehearsal.log")
     timeline = _Timeline(progress)
     world = _World(report_dir)
     proof: dict[str, Any] = {}
@@ -336,6 +338,17 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
     )
     write_reports(report)
     return report
+
+
+def _logged(progress: Progress, path: Path) -> Progress:
+    """``progress``, and every line also appended (timestamped) to ``path``."""
+
+    def say(message: str) -> None:
+        with path.open("a", encoding="utf-8") as log:
+            log.write(f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {message}\n")
+        progress(message)
+
+    return say
 
 
 def _only_smoke_missing(gate: Any) -> bool:
@@ -647,6 +660,7 @@ def _prove(
         and lost == 0
         and (queued == 0 or in_queue >= queued)
         and recovery_seconds <= options.rto_seconds
+        and replayed.get("rpo_zero", True) is not False
     )
     rpo = (
         "RPO 0"
@@ -660,6 +674,12 @@ def _prove(
             f"{len(traffic.webhooks)} webhooks written during the release are present; "
             f"{int(statuses.get('succeeded', 0))} succeeded, {queued} queued, {lost} lost; "
             f"recovery {recovery_seconds:.1f}s (budget {options.rto_seconds:.0f}s)"
+            + (
+                f"; replay carried {replayed.get('rows_replayed', 0)} row change(s) onto the "
+                f"restored snapshot, {_not_replayed(replayed)} not replayed"
+                if replayed
+                else f"; rolled back by {plan.get('path')} (no restore, nothing to replay)"
+            )
         ),
         "rpo": rpo,
         "snapshot": manifest.id,
@@ -682,6 +702,15 @@ def _prove(
         "recovery_seconds": round(recovery_seconds, 2),
         "rto_seconds": options.rto_seconds,
     }
+
+
+def _not_replayed(replay: dict[str, Any]) -> int:
+    tables = replay.get("tables") or {}
+    return sum(
+        sum((info.get("not_replayed") or {}).values())
+        for info in tables.values()
+        if isinstance(info, dict)
+    )
 
 
 def _open_tasks(dsn: str, ids: list[int]) -> int:

@@ -147,7 +147,7 @@ def _primary_key(conn: Any, schema: str, name: str) -> list[str]:
     rows = conn.execute(
         "SELECT a.attname FROM pg_index i "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-        "WHERE i.indrelid = format('%%I.%%I', %s, %s)::regclass AND i.indisprimary",
+        "WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND i.indisprimary",
         (schema, name),
     ).fetchall()
     return [row[0] for row in rows]
@@ -156,7 +156,7 @@ def _primary_key(conn: Any, schema: str, name: str) -> list[str]:
 def _has_identity_always(conn: Any, schema: str, name: str) -> bool:
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
-        "format('%%I.%%I', %s, %s)::regclass AND attidentity = 'a')",
+        "format('%%I.%%I', %s::text, %s::text)::regclass AND attidentity = 'a')",
         (schema, name),
     ).fetchone()
     return bool(row and row[0])
