@@ -96,8 +96,6 @@ class GateOptions:
     report_dir: Path = Path("gate-report")
     #: Settings the new (N+1) app processes run with on top of the sandbox's.
     new_app_env: Mapping[str, str] = field(default_factory=dict)
-    #: Run smoke.run when importable; False only for callers that run it themselves.
-    smoke: bool = True
     #: Steps to run ("static" ... "budget"); the rest are recorded as skipped.
     steps: tuple[str, ...] = STEPS
 
@@ -459,7 +457,7 @@ def _rehearse(state: _State, step: StepResult) -> None:
     if step.findings and step.status != NOT_RUN:
         step.summary = f"{len(step.findings)} finding(s)"
         raise _Stop
-    smoke = _run_smoke(state, dsn, step) if options.smoke else {"status": "not requested"}
+    smoke = _run_smoke(state, dsn, step)
     step.details["smoke"] = smoke
     if smoke.get("status") == FAILED:
         step.summary = "the smoke suite failed"
