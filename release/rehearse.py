@@ -301,7 +301,7 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
             proceed = gate.verdict == GO or _only_smoke_missing(gate)
             if gate.verdict == INCONCLUSIVE and proceed:
                 notes.append(
-                    f"the gate was inconclusive only because the {SMOKE_MISSING}; the "
+                    f"the gate was inconclusive only because: {SMOKE_MISSING}; the "
                     "rehearsal rolls out anyway to show the rest (a real rollout would stop)"
                 )
             if not proceed:
