@@ -184,6 +184,7 @@ class _State:
     previous_app_ok: bool | None = None
     previous_app_problems: list[str] = field(default_factory=list)
     rehearsed: bool = False
+    rehearsal_db: str | None = None
 
 
 def run_gate(
@@ -420,11 +421,14 @@ def _verify(state: _State, step: StepResult) -> None:
     assert state.snapshot_id is not None
     state.progress(f"starting a throwaway Postgres ({options.backend}) to restore-test")
     state.server = start_throwaway(options.backend, progress=state.progress)
+    # The verified copy is kept for the rehearsal, which so needs no second restore.
+    state.rehearsal_db = f"gate_{secrets.token_hex(4)}"
     report = verify_snapshot(
         options.store,
         state.snapshot_id,
         state.server,
         migrations=state.migrations,
+        keep_as=state.rehearsal_db,
         progress=state.progress,
     )
     state.restore_seconds = report.restore_seconds
@@ -443,14 +447,16 @@ def _rehearse(state: _State, step: StepResult) -> None:
     options = state.options
     assert state.snapshot_id is not None and state.server is not None
     server = state.server
-    name = f"gate_{secrets.token_hex(4)}"
-    dsn = create_database(server, name)
-    state.progress(f"restoring {state.snapshot_id} for the rehearsal")
-    from rollback.verify import load_manifest
+    if state.rehearsal_db is not None:
+        dsn = server.dsn(state.rehearsal_db)  # the copy the verify step restored and checked
+    else:  # pragma: no cover - verify always keeps its copy when it passes
+        dsn = create_database(server, f"gate_{secrets.token_hex(4)}")
+        state.progress(f"restoring {state.snapshot_id} for the rehearsal")
+        from rollback.verify import load_manifest
 
-    manifest = load_manifest(options.store, state.snapshot_id)
-    with checked_artifacts(options.store, manifest) as files:
-        restore_dump(files / DUMP_DIRECTORY, dsn, server_major=server.major_version)
+        manifest = load_manifest(options.store, state.snapshot_id)
+        with checked_artifacts(options.store, manifest) as files:
+            restore_dump(files / DUMP_DIRECTORY, dsn, server_major=server.major_version)
     step.details["migrations"] = _rehearse_migrations(state, dsn, step)
     step.details["apps"] = _rehearse_apps(state, dsn, step)
     state.rehearsed = True
@@ -602,14 +608,12 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
         queues = apps.create_queues(endpoint, f"gate-{secrets.token_hex(3)}")
         extra = {k: v.replace("{sqs_endpoint}", endpoint) for k, v in options.new_app_env.items()}
         new_env = apps.app_env(dsn, queues, endpoint, workdir, "new", **extra)
-        state.progress("starting the new app release against the new schema")
-        new = _app_check(new_env, logs, "new")
+        previous_env = apps.app_env(dsn, queues, endpoint, workdir, "previous")
+        state.progress("starting the new app and release N's app on the new schema")
+        new, previous = _app_checks({"new": new_env, "previous": previous_env}, logs)
         result["new_app"] = new
         if not new["ok"]:
             step.findings.append(f"the new app release is not ready: {new['reason']}")
-        state.progress("starting release N's app against the new schema (N-1 compatibility)")
-        previous_env = apps.app_env(dsn, queues, endpoint, workdir, "previous")
-        previous = _app_check(previous_env, logs, "previous")
         result["previous_app"] = previous
         state.previous_app_ok = bool(previous["ok"])
         if not previous["ok"]:
@@ -627,20 +631,33 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
     return result
 
 
-def _app_check(env: Mapping[str, str], logs: Path, release: str) -> dict[str, Any]:
-    """Start the web process; ready within 30 s, and its basic requests answered?"""
-    web = apps.start_app("web", env, logs, f"gate-{release}")
+def _app_checks(
+    envs: Mapping[str, Mapping[str, str]], logs: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start each release's web process at once; ready within 20 s, basic requests answered?
+
+    Both run against the same database (the new schema), as they would side by
+    side during a rolling deploy; starting them together halves the wait.
+    """
+    started = {
+        release: apps.start_app("web", env, logs, f"gate-{release}")
+        for release, env in envs.items()
+    }
+    outcomes: dict[str, dict[str, Any]] = {}
     try:
-        readiness = apps.wait_ready(web, timeout=20)
-        outcome: dict[str, Any] = {"readiness": readiness.to_dict(), "log": str(web.log_path)}
-        if not readiness.ready:
-            outcome.update(ok=False, reason=readiness.reason)
-            return outcome
-        problems = _gate_requests(web.url)
-        outcome.update(ok=not problems, reason="; ".join(problems) or "ready and serving")
-        return outcome
+        for release, web in started.items():
+            readiness = apps.wait_ready(web, timeout=20)
+            outcome: dict[str, Any] = {"readiness": readiness.to_dict(), "log": str(web.log_path)}
+            if not readiness.ready:
+                outcome.update(ok=False, reason=readiness.reason)
+            else:
+                problems = _gate_requests(web.url)
+                outcome.update(ok=not problems, reason="; ".join(problems) or "ready and serving")
+            outcomes[release] = outcome
     finally:
-        web.stop()
+        for web in started.values():
+            web.stop()
+    return outcomes["new"], outcomes["previous"]
 
 
 def _gate_requests(base_url: str) -> list[str]:
