@@ -127,6 +127,8 @@ def gate(
     display = StepDisplay(STEPS, opts.progress)
     with display.shown():
         report = run_gate(options, progress=display.progress, on_step=display.on_step)
+        display.status.update({step.name: step.status for step in report.steps})
+        display.message = f"verdict: {report.verdict}"
     append_step_summary(report.summary_path)
     lines = [f"gate: {report.verdict.upper()} in {report.seconds:.1f}s"]
     for step in report.steps:
