@@ -491,12 +491,14 @@ def _rehearse_migrations(state: _State, dsn: str, step: StepResult) -> dict[str,
             per_migration.append(
                 {"migration": migration.label, "up_seconds": round(seconds, 3), "blocked": blocked}
             )
-            state.blocked += [
+            blocked_messages = [
                 f"{migration.label} blocked writers of {table} for more than the lock budget "
                 f"of {budget:g}s ({migration.up.path}); split the change or use a lock-free "
                 "form (CONCURRENTLY, NOT VALID then VALIDATE)"
                 for table in blocked
             ]
+            state.blocked += blocked_messages
+            step.findings += blocked_messages  # a rollout would stall writers: stop here
     return {"lock_budget_seconds": budget, "applied": per_migration}
 
 

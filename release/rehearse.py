@@ -46,14 +46,15 @@ from core.errors import CannotRun, RollgateError
 from core.progress import Progress, silent
 from core.sizes import parse_size
 from db.checksums import table_checksums
-from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA, load_migrations
+from db.migrations import BUNDLED_MIGRATIONS, load_migrations
 from db.runner import MigrationRunner
 from db.sample import generate_sample
+from db.schemafile import generate_schema
 from db.throwaway import create_database, start_throwaway
 from release import apps
 from release.breaker import CircuitBreaker, FailureRateAlarm
 from release.gate import GO, INCONCLUSIVE, NOT_RUN, SMOKE_MISSING, GateOptions, run_gate
-from release.scenarios import HEALTHY, Scenario, load_scenario, materialize
+from release.scenarios import HEALTHY, Scenario, load_scenario, materialize, release_n_version
 from rollback.ecs import ecs_client, read_services
 from rollback.plan import plan_rollback
 from rollback.releases import record_release
@@ -246,7 +247,7 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
             with psycopg.connect(world.dsn, autocommit=True) as conn:
                 sample = generate_sample(conn, target_bytes)
             step.details = {"sample": sample.to_dict()}
-            step.summary = f"schema 0004, {options.size} of sample data"
+            step.summary = f"schema {release_n_version():04d}, {options.size} of sample data"
         with timeline.step("release N: deploy app, record, start traffic") as step:
             web = world.start("web", "N")
             world.start("worker", "N")
@@ -257,7 +258,7 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
                 world.store,
                 commit="release-N",
                 app_image="rollgate-app:N",
-                schema_version=4,
+                schema_version=release_n_version(),
                 cluster=CLUSTER,
                 service_names=SERVICES,
                 ecs_client=ecs_client(world.endpoint),
@@ -271,16 +272,21 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
             step.details = _rds_snapshot(world.endpoint)
             step.summary = f"DB snapshot {step.details['snapshot']} ({step.details['status']})"
         with timeline.step("gate N+1") as step:
+            # The schema N+1's migrations build: the smoke suite compares the catalog with it.
+            schema_path = report_dir / "work" / "schema-n+1.sql"
+            schema_path.write_text(generate_schema(server, migrations))
             gate = run_gate(
                 GateOptions(
                     dsn=world.dsn,
                     store=world.store,
                     migrations_dir=migrations_dir,
-                    schema_path=BUNDLED_SCHEMA,
+                    schema_path=schema_path,
                     stack="dev",
                     stack_dir=apps.REPO,
-                    app_image="rollgate-app:N+1",
-                    previous_app_image="rollgate-app:N",
+                    # No images: the apps run as processes here (the smoke suite too);
+                    # the ECS task definitions carry the image names.
+                    app_image=None,
+                    previous_app_image=None,
                     aws_endpoint_url=world.endpoint,
                     rto_seconds=options.rto_seconds,
                     lock_budget_seconds=scenario.lock_budget_seconds or 5.0,
@@ -424,7 +430,7 @@ def _nothing_rolled_out(world: _World, migrations: list[Any]) -> dict[str, Any]:
         for role, state in services.by_role.items()
     )
     started = sorted(f"{role}:{release}" for role, release in world.processes)
-    ok = version == 4 and on_n and all(r == "N" for _role, r in world.processes)
+    ok = version == release_n_version() and on_n and all(r == "N" for _role, r in world.processes)
     return {
         "ok": ok,
         "schema_version": version,
@@ -595,7 +601,7 @@ def _post_deploy_smoke(world: _World, migrations: list[Any], url: str) -> dict[s
     report = smoke_run.run_smoke(
         smoke_run.SmokeOptions(
             migrations=world.report_dir / "work" / "migrations",
-            schema=BUNDLED_SCHEMA,
+            schema=world.report_dir / "work" / "schema-n+1.sql",
             output_dir=world.report_dir / "smoke-post-deploy",
             aws_endpoint_url=world.endpoint,
             post_deploy=True,

@@ -6,12 +6,15 @@ migrations, numbered after the bundled set) and a ``scenario.json``:
 ``lock_budget_seconds`` and ``new_app_env`` (settings the new app release
 runs with; ``{sqs_endpoint}`` is replaced by the sandbox's SQS endpoint).
 ``materialize`` writes the bundled migrations plus the scenario's into one
-directory, which is what the gate and the runner read.
+directory, which is what the gate and the runner read. Scenario files are
+numbered from ``0005`` meaning "the first migration after release N": they
+are renumbered after the bundled set's last version, whatever it is.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,19 @@ from db.migrations import BUNDLED_MIGRATIONS
 
 SCENARIOS_DIR = Path(__file__).resolve().parent
 HEALTHY = "healthy"
+#: A scenario's file NNNN_ becomes release N's last version + (NNNN - FIRST_NEW + 1).
+FIRST_NEW = 5
+_VERSION = re.compile(r"^(\d{4})_")
+
+
+def release_n_version() -> int:
+    """The last bundled migration's version: the schema release N runs on."""
+    versions = [
+        int(m.group(1))
+        for p in BUNDLED_MIGRATIONS.glob("*.up.sql")
+        if (m := _VERSION.match(p.name))
+    ]
+    return max(versions, default=0)
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,12 @@ def load_scenario(name: str) -> Scenario:
 def materialize(scenario: Scenario, destination: Path) -> Path:
     """The bundled migrations plus ``scenario``'s, copied into ``destination``; returns it."""
     destination.mkdir(parents=True, exist_ok=True)
-    for source in (BUNDLED_MIGRATIONS, scenario.directory):
-        for path in sorted(source.glob("*.sql")):
-            shutil.copy2(path, destination / path.name)
+    for path in sorted(BUNDLED_MIGRATIONS.glob("*.sql")):
+        shutil.copy2(path, destination / path.name)
+    shift = release_n_version() + 1 - FIRST_NEW
+    for path in sorted(scenario.directory.glob("*.sql")):
+        match = _VERSION.match(path.name)
+        assert match is not None, path
+        version = int(match.group(1)) + shift
+        shutil.copy2(path, destination / f"{version:04d}_{path.name[5:]}")
     return destination

@@ -12,7 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from db.migrations import BUNDLED_SCHEMA
+from db.migrations import BUNDLED_SCHEMA, load_migrations
+from db.schemafile import generate_schema
 from release.gate import (
     GATE_LOG,
     GO,
@@ -22,7 +23,7 @@ from release.gate import (
     run_gate,
     smoke_available,
 )
-from release.scenarios import load_scenario
+from release.scenarios import load_scenario, release_n_version
 from rollback import ledger
 from rollback.store import open_store
 from tests.release.conftest import scenario_migrations
@@ -103,11 +104,23 @@ def test_gate_reports_are_hash_chained_in_the_store(production_dsn, tmp_path) ->
 
 @pytest.mark.slow
 def test_a_healthy_release_passes_every_step_it_can_run(
-    production_dsn, s3_bucket, moto_endpoint, tmp_path
+    production_dsn, s3_bucket, moto_endpoint, logical_server, tmp_path
 ) -> None:
     store = open_store(f"s3://{s3_bucket}/rollgate", aws_endpoint_url=moto_endpoint)
     migrations = scenario_migrations("healthy", tmp_path)
-    report = run_gate(_options(production_dsn, store, migrations, tmp_path))
+    # The schema N+1 builds (the smoke suite, when installed, compares the catalog with it).
+    schema = tmp_path / "schema.sql"
+    schema.write_text(generate_schema(logical_server, load_migrations(migrations)))
+    report = run_gate(
+        _options(
+            production_dsn,
+            store,
+            migrations,
+            tmp_path,
+            schema_path=schema,
+            aws_endpoint_url=moto_endpoint,
+        )
+    )
     statuses = {s.name: s.status for s in report.steps}
     assert statuses["static"] == statuses["snapshot"] == statuses["verify"] == "passed"
     assert statuses["budget"] == "passed"
@@ -124,14 +137,14 @@ def test_a_healthy_release_passes_every_step_it_can_run(
     # The rehearsal ran on a restored copy: the target is still at release N.
     with psycopg.connect(production_dsn) as conn:
         version = conn.execute("SELECT max(version) FROM rollgate.schema_migrations").fetchone()
-    assert version == (4,)
+    assert version == (release_n_version(),)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("scenario", "failing_step", "finding"),
     [
-        ("lock-past-budget", "budget", "blocked writers of public.execution_tasks"),
+        ("lock-past-budget", "rehearse", "blocked writers of public.execution_tasks"),
         ("app-not-ready", "rehearse", "the new app release is not ready"),
         ("incompatible-schema", "rehearse", "release N's app cannot run on the new schema"),
     ],
