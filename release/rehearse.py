@@ -581,6 +581,9 @@ def _roll_out_and_back(  # noqa: PLR0915 (one sequence, read top to bottom)
         if step.details.get("status") == "not available":
             step.status = "inconclusive"
             notes.append("the audit (release.audit) is not installed in this tree")
+        elif step.details.get("status") == "inconclusive":
+            step.status = "inconclusive"
+            notes.append(f"the audit did not run: {step.details.get('summary')}")
     failed_steps = [s.name for s in timeline.steps if s.status == "failed"]
     return "passed" if proof.get("ok") and not failed_steps else "failed"
 
@@ -746,6 +749,11 @@ def _audit(world: _World, migrations: list[Any]) -> dict[str, Any]:
         )
     except RollgateError as exc:
         return {"status": "inconclusive", "summary": str(exc)}
+    except Exception as exc:  # another module's bug must not cost the rehearsal its report
+        return {
+            "status": "inconclusive",
+            "summary": f"the audit crashed: {type(exc).__name__}: {exc}",
+        }
     data = report.to_dict() if hasattr(report, "to_dict") else {}
     failed = len(getattr(report, "failed", []))
     return {"status": "failed" if failed else "passed", "summary": f"{failed} failed", **data}
