@@ -107,6 +107,9 @@ def test_a_healthy_release_passes_every_step_it_can_run(
     production_dsn, s3_bucket, moto_endpoint, logical_server, tmp_path
 ) -> None:
     store = open_store(f"s3://{s3_bucket}/rollgate", aws_endpoint_url=moto_endpoint)
+    with psycopg.connect(production_dsn, autocommit=True) as conn:
+        # The smoke suite's planner check needs a table big enough for an index to win.
+        generate_sample(conn, parse_size("10MB"))
     migrations = scenario_migrations("healthy", tmp_path)
     # The schema N+1 builds (the smoke suite, when installed, compares the catalog with it).
     schema = tmp_path / "schema.sql"

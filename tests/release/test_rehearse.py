@@ -59,7 +59,7 @@ def test_rehearse_end_to_end_restores_with_rpo_0_and_every_task_accounted_for(tm
             "rollgate",
             "rehearse",
             "--size",
-            "2MB",
+            "10MB",
             "--report-dir",
             str(report_dir),
         ],
