@@ -12,7 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.sizes import parse_size
 from db.migrations import BUNDLED_SCHEMA, load_migrations
+from db.sample import generate_sample
 from db.schemafile import generate_schema
 from release.gate import (
     GATE_LOG,
