@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from core.errors import ToolUnavailable
@@ -118,9 +119,14 @@ def verify_snapshot(
     migrations: Sequence[Migration] = (),
     jobs: int = 2,
     record: bool = True,
+    keep_as: str | None = None,
     progress: Progress = silent,
 ) -> VerifyReport:
-    """Restore-test ``snapshot_id`` on ``server``; the report lists every problem found."""
+    """Restore-test ``snapshot_id`` on ``server``; the report lists every problem found.
+
+    ``keep_as``: when the snapshot verifies, keep the restored database under
+    this name instead of dropping it (the gate rehearses on it: no second restore).
+    """
     started = time.monotonic()
     manifest = load_manifest(store, snapshot_id)
     problems: list[str] = []
@@ -150,6 +156,8 @@ def verify_snapshot(
                 ran, script_problems, script_notes = _run_verify_scripts(conn, manifest, migrations)
                 problems += script_problems
                 notes += script_notes
+            if keep_as is not None and not problems:
+                _rename_database(server, name, keep_as)
         finally:
             drop_database(server, name)
     if server.major_version != manifest.server_major:
@@ -179,6 +187,15 @@ def record_verification(store: SnapshotStore, report: VerifyReport) -> None:
         f"{VERIFICATION_PREFIX}{stamp}.json",
         json.dumps(report.to_dict(), indent=2, sort_keys=True).encode(),
     )
+
+
+def _rename_database(server: ThrowawayPostgres, name: str, new_name: str) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(name), sql.Identifier(new_name)
+            )
+        )
 
 
 def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any] | None:

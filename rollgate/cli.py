@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rollback_verbs(groups, verb)
     _smoke_verbs(groups, verb)
     _audit_verbs(groups, verb)
+    _gate_verbs(groups, verb)
     return parser
 
 
@@ -399,6 +400,105 @@ def _rollback_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
                 default=None,
                 help="run only if the plan is still exactly this one (from `rollback plan`)",
             )
+
+
+def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
+    gate = verb(
+        groups,
+        "gate",
+        _gate,
+        "the go/no-go before a rollout: static checks, snapshot, verify, rehearse, budget "
+        "(exit 0 go, 1 no-go, 2 inconclusive)",
+        "gate",
+    )
+    _store_options(gate)
+    gate.add_argument("--app-image", default=None, help="the new release's app image")
+    gate.add_argument(
+        "--previous-app-image", default=None, help="the app image running now (release N)"
+    )
+    gate.add_argument("--stack", default=None, help="Pulumi stack whose config is validated")
+    gate.add_argument(
+        "--rto-seconds",
+        type=float,
+        default=float(os.environ.get("ROLLGATE_RTO_SECONDS") or 900),
+        help="recovery-time window the rollback plan must fit (default: "
+        "$ROLLGATE_RTO_SECONDS, else 900)",
+    )
+    gate.add_argument(
+        "--lock-budget-seconds",
+        type=float,
+        default=5.0,
+        help="longest a migration may block writers of a table (default: 5)",
+    )
+    gate.add_argument(
+        "--allow-incompatible",
+        action="store_true",
+        help="accept a release whose schema release N's app cannot run on (recorded)",
+    )
+    gate.add_argument(
+        "--report-dir", type=Path, default=Path("gate-report"), help="where reports go"
+    )
+    gate.add_argument("--commit", default=None, help="the bundle commit being gated")
+    gate.add_argument(
+        "--backend",
+        default="embedded",
+        choices=("embedded", "docker"),
+        help="throwaway Postgres for verify and rehearse (default: embedded)",
+    )
+
+    rehearse = verb(
+        groups,
+        "rehearse",
+        _rehearse,
+        "rehearse a whole release on this machine: deploy N, gate and deploy N+1 under "
+        "traffic, an incident, `rollback run`, and the proof (no cloud, no Docker)",
+        "rehearse",
+    )
+    rehearse.add_argument(
+        "--size", default="25MB", help="sample data in the stand-in production (default: 25MB)"
+    )
+    rehearse.add_argument(
+        "--scenario",
+        default="healthy",
+        help="the N+1 release: healthy (default) or a broken one (see release/scenarios/)",
+    )
+    rehearse.add_argument(
+        "--report-dir", type=Path, default=Path("rehearsal-report"), help="where reports go"
+    )
+    rehearse.add_argument(
+        "--rto-seconds", type=float, default=900.0, help="recovery-time budget (default: 900)"
+    )
+
+
+def _gate(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import gate
+
+    return gate.gate(
+        opts,
+        store=args.store,
+        aws_endpoint_url=args.aws_endpoint_url,
+        app_image=args.app_image,
+        previous_app_image=args.previous_app_image,
+        stack=args.stack,
+        rto_seconds=args.rto_seconds,
+        lock_budget_seconds=args.lock_budget_seconds,
+        allow_incompatible=args.allow_incompatible,
+        report_dir=args.report_dir,
+        commit=args.commit,
+        backend=args.backend,
+    )
+
+
+def _rehearse(opts: Options, args: argparse.Namespace) -> Outcome:
+    from rollgate.commands import gate
+
+    return gate.rehearse(
+        opts,
+        size=args.size,
+        scenario=args.scenario,
+        report_dir=args.report_dir,
+        rto_seconds=args.rto_seconds,
+    )
 
 
 def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
