@@ -103,13 +103,12 @@ def mask_dump(
     jobs: int = 2,
 ) -> list[TableChecksum]:
     """Restore ``dump`` on ``server``, mask it, dump it to ``target``; the masked checksums."""
-    from rollback.verify import create_grantees, restore_dump
+    from rollback.verify import restore_dump
 
     name = f"mask_{secrets.token_hex(4)}"
     dsn = create_database(server, name)
     try:
         # Privileges travel with the masked copy: it must restore like any snapshot.
-        create_grantees(dump, server.dsn(), server.major_version)
         restore_dump(dump, dsn, server_major=server.major_version, jobs=jobs, keep_privileges=True)
         with connect(dsn, application_name="rollgate-mask") as conn:
             apply_masking(conn, rules)

@@ -139,9 +139,7 @@ def verify_snapshot(
         try:
             progress(f"restoring into a throwaway database ({server.backend}, -j{jobs})")
             restore_started = time.monotonic()
-            # With its privileges: verify scripts may check grants (0005 does), so
-            # the roles they name are created here first, as NOLOGIN stand-ins.
-            create_grantees(files / DUMP_DIRECTORY, server.dsn(), server.major_version)
+            # With its privileges: verify scripts may check grants (0005 does).
             restore_dump(
                 files / DUMP_DIRECTORY,
                 dsn,
@@ -271,23 +269,85 @@ def restore_dump(
     """``pg_restore`` a directory dump into the empty database at ``dsn``; errors are fatal.
 
     Objects are owned by the restoring role (production's owners may not exist
-    where a snapshot is verified). ``keep_privileges`` restores GRANTs, for a
-    restore onto the production server, where the grantees exist.
+    where a snapshot is verified). ``keep_privileges`` restores GRANTs and
+    default privileges, creating any grantee that does not exist as NOLOGIN.
     """
     bin_dir = client_tools_for(server_major)
+    default_acl: list[str] = []
+    use_list: list[str] = []
+    if keep_privileges:
+        # The roles the GRANTs name must exist; where they do not (a throwaway,
+        # another server), they are created NOLOGIN, to be granted to and no more.
+        create_grantees(dump, dsn, server_major)
+        # Default privileges name the owner they belong to (FOR ROLE x). With
+        # --no-owner the restoring role owns everything, so they become its own:
+        # restored afterwards without FOR ROLE (a role may only set its own).
+        entries = _toc(bin_dir, dump)
+        default_acl = _default_acl_statements(bin_dir, dump, entries)
+        if default_acl:
+            use_list = [line for line in entries if " DEFAULT ACL " not in line]
+    with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as handle:
+        handle.write("\n".join(use_list) + "\n")
+        list_file = handle.name
     args = [
         str(bin_dir / "pg_restore"),
         "--exit-on-error",
         "--no-owner",
         *(() if keep_privileges else ("--no-privileges",)),
+        *((f"--use-list={list_file}",) if use_list else ()),
         f"--jobs={jobs}",
         f"--dbname={dsn}",
         str(dump),
     ]
-    result = subprocess.run(args, capture_output=True, check=False)
+    try:
+        result = subprocess.run(args, capture_output=True, check=False)
+    finally:
+        Path(list_file).unlink(missing_ok=True)
     if result.returncode != 0:
         reason = " ".join(result.stderr.decode("utf-8", "replace").split())[-2000:]
         raise ToolUnavailable(f"pg_restore failed (exit {result.returncode}): {reason}")
+    if default_acl:
+        with connect(dsn, application_name="rollgate-restore-acl") as conn, conn.transaction():
+            for statement in default_acl:
+                conn.execute(statement.encode())
+
+
+def _toc(bin_dir: Path, dump: Path) -> list[str]:
+    listing = subprocess.run(
+        [str(bin_dir / "pg_restore"), "--list", str(dump)], capture_output=True, check=False
+    )
+    if listing.returncode != 0:
+        reason = " ".join(listing.stderr.decode("utf-8", "replace").split())[-1000:]
+        raise ToolUnavailable(f"pg_restore --list failed: {reason}")
+    return [line for line in listing.stdout.decode("utf-8", "replace").splitlines() if line]
+
+
+_FOR_ROLE = re.compile(
+    r"^(ALTER DEFAULT PRIVILEGES)\s+FOR ROLE\s+(?:\"(?:[^\"]|\"\")+\"|\S+)\s+", re.IGNORECASE
+)
+
+
+def _default_acl_statements(bin_dir: Path, dump: Path, entries: list[str]) -> list[str]:
+    """The dump's ALTER DEFAULT PRIVILEGES statements, made the restoring role's own."""
+    wanted = [line for line in entries if " DEFAULT ACL " in line]
+    if not wanted:
+        return []
+    with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as handle:
+        handle.write("\n".join(wanted) + "\n")
+        list_file = handle.name
+    try:
+        text = subprocess.run(
+            [str(bin_dir / "pg_restore"), f"--use-list={list_file}", "--file=-", str(dump)],
+            capture_output=True,
+            check=False,
+        ).stdout.decode("utf-8", "replace")
+    finally:
+        Path(list_file).unlink(missing_ok=True)
+    statements = []
+    for line in text.splitlines():
+        if line.upper().startswith("ALTER DEFAULT PRIVILEGES"):
+            statements.append(_FOR_ROLE.sub(r"\1 ", line))
+    return statements
 
 
 def _compare(manifest: Manifest, conn: Any, dsn: str, jobs: int) -> list[str]:
