@@ -149,7 +149,8 @@ audit = AuditJob(
     AuditJobArgs(
         config=config.audit,
         account=account,
-        image=config.service.image,
+        # `rollgate audit` is the CLI: the tools image, not the app's.
+        image=config.service.task_tools_image,
         cpu_architecture=config.service.cpu_architecture,
         ecr_repository=config.service.ecr_repository,
         name_prefix=prefix,
@@ -161,6 +162,7 @@ audit = AuditJob(
         security_group_id=network.security_groups.audit,
         environment=task_environment,
         db_instance_arn=database.arn,
+        db_parameter_group_arn=database.parameter_group_arn,
         db_secret_arn=database.audit_secret_arn,
         db_kms_key_arn=database.kms_key_arn,
         queue_arns=[messaging.queue.arn, messaging.dead_letter_queue.arn],

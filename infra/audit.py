@@ -2,9 +2,11 @@
 
 Creates:
 - a log group, an execution role and a task role for the audit task; the task
-  role may only read what the audit checks (snapshots of this instance, the
-  artifact bucket, the queues' attributes) and put metrics into Rollgate's
-  namespace;
+  role may only read what the audit checks (this instance, its parameter group
+  and snapshots, the artifact bucket's settings and objects, this cluster's
+  services and the task definitions, the queues' attributes, Rollgate's
+  metrics), append to the audit log (``logs/audit/*`` in the artifact bucket,
+  SSE-KMS with the artifact key) and put metrics into Rollgate's namespace;
 - the Fargate task definition running ``rollgate audit --json``;
 - an EventBridge Scheduler schedule group and schedule (UTC, no flexible
   window, retries) that runs the task in the private app subnets without a
@@ -40,6 +42,8 @@ from infra.tasks import (
     task_role,
 )
 
+#: The audit's log in the artifact store (release.audit.AUDIT_LOG; infra may not import it).
+AUDIT_LOG_NAME: Final = "audit"
 AUDIT_CPU: Final = 256
 AUDIT_MEMORY: Final = 512
 #: Scheduler gives up on an invocation after this long (RunTask throttled, say).
@@ -63,6 +67,7 @@ class AuditJobArgs:
     security_group_id: pulumi.Input[str]
     environment: TaskEnvironment
     db_instance_arn: pulumi.Input[str]
+    db_parameter_group_arn: pulumi.Input[str]
     #: The read-only audit role's secret.
     db_secret_arn: pulumi.Input[str]
     db_kms_key_arn: pulumi.Input[str]
@@ -71,6 +76,11 @@ class AuditJobArgs:
     artifact_bucket_arn: pulumi.Input[str]
     artifact_kms_key_arn: pulumi.Input[str]
     tags: Mapping[str, str]
+
+
+def cluster_services_arn_pattern(cluster_arn: str) -> str:
+    """``...:cluster/NAME`` -> ``...:service/NAME/*`` (every service of that cluster)."""
+    return cluster_arn.replace(":cluster/", ":service/", 1) + "/*"
 
 
 def task_family_arn_pattern(task_definition_arn: str) -> str:
@@ -108,9 +118,10 @@ class AuditJob(pulumi.ComponentResource):
             secret_kms_key_arn=args.db_kms_key_arn,
             tags=tags,
         )
-        bucket_objects = pulumi.Output.from_input(args.artifact_bucket_arn).apply(
-            lambda arn: f"{arn}/*"
-        )
+        bucket_arn = pulumi.Output.from_input(args.artifact_bucket_arn)
+        bucket_objects = bucket_arn.apply(lambda arn: f"{arn}/*")
+        # The audit appends its report to the hash-chained log (rollback.ledger).
+        audit_log_objects = bucket_arn.apply(lambda arn: f"{arn}/logs/{AUDIT_LOG_NAME}/*")
         audit_role = task_role(
             self,
             name,
@@ -119,18 +130,50 @@ class AuditJob(pulumi.ComponentResource):
                 statement(
                     ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
                     [args.db_instance_arn, account.arn("rds", "snapshot:*")],
-                    sid="InspectSnapshots",
+                    sid="InspectDatabaseAndSnapshots",
                 ),
                 statement(
-                    ["s3:ListBucket", "s3:GetBucketVersioning"],
+                    ["rds:DescribeDBParameters"],
+                    [args.db_parameter_group_arn],
+                    sid="InspectParameterGroup",
+                ),
+                statement(
+                    [
+                        "s3:ListBucket",
+                        "s3:GetBucketVersioning",
+                        "s3:GetBucketObjectLockConfiguration",
+                        "s3:GetBucketPublicAccessBlock",
+                        "s3:GetBucketAcl",
+                        "s3:GetBucketPolicy",
+                    ],
                     [args.artifact_bucket_arn],
-                    sid="ListArtifacts",
+                    sid="InspectArtifactBucket",
                 ),
                 statement(
                     ["s3:GetObject", "s3:GetObjectVersion"], [bucket_objects], sid="ReadArtifacts"
                 ),
-                statement(["kms:Decrypt"], [args.artifact_kms_key_arn], sid="DecryptArtifacts"),
+                statement(["s3:PutObject"], [audit_log_objects], sid="AppendAuditLog"),
+                statement(
+                    ["kms:Decrypt", "kms:GenerateDataKey"],
+                    [args.artifact_kms_key_arn],
+                    sid="ArtifactEncryption",
+                ),
                 statement(["sqs:GetQueueAttributes"], list(args.queue_arns), sid="InspectQueues"),
+                statement(
+                    ["ecs:DescribeServices"],
+                    [
+                        pulumi.Output.from_input(args.cluster_arn).apply(
+                            cluster_services_arn_pattern
+                        )
+                    ],
+                    sid="InspectServices",
+                ),
+                # Neither action has a resource type: AWS authorises them against "*" only.
+                statement(
+                    ["ecs:DescribeTaskDefinition", "cloudwatch:GetMetricStatistics"],
+                    "*",
+                    sid="InspectTaskDefinitionsAndMetrics",
+                ),
                 metrics_statement(),
             ],
             tags=tags,

@@ -110,6 +110,11 @@ CONFIG_KEYS: Final[Mapping[str, str]] = {
     "dbName": "Initial database name (default rollgate).",
     "dbUsername": "Master user name; the password is generated and kept by RDS (default rollgate).",
     "image": "Container image (required). In prod it must be pinned: repo@sha256:<64 hex>.",
+    "toolsImage": (
+        "The tools image (tools/image/build.sh: the rollgate CLI, pg_dump 18) the migrate and "
+        "audit tasks run; in image's repository. Required and digest-pinned in prod; dev "
+        "default: image's repository, tag tools-<image's tag>."
+    ),
     "certificateArn": "ACM certificate for the HTTPS listener (required in prod).",
     "domainName": "The app's DNS name, covered by certificateArn (required with a certificate).",
     "hostedZoneId": "Route 53 hosted zone for domainName; when set, an alias record is created.",
@@ -298,6 +303,14 @@ class ServiceConfig:
     domain_name: str | None = None
     hosted_zone_id: str | None = None
     waf_web_acl_arn: str | None = None
+    #: The tools image (the rollgate CLI) the migrate and audit tasks run; None: ``image``
+    #: (only for configs built in code; the stack config always sets or derives it).
+    tools_image: str | None = None
+
+    @property
+    def task_tools_image(self) -> str:
+        """The image of the one-off tasks that run the ``rollgate`` CLI (migrate, audit)."""
+        return self.tools_image or self.image
 
     @property
     def https(self) -> bool:
@@ -454,8 +467,9 @@ def _repository_of(image: str) -> str:
     return name[:colon] if colon > last_slash else name
 
 
-def _check_image(reader: _Reader, image: str | None, prod: bool, nat: NatMode) -> str:
-    key = "image"
+def _check_image(
+    reader: _Reader, image: str | None, prod: bool, nat: NatMode, key: str = "image"
+) -> str:
     if image is None:
         reader.problem(
             key,
@@ -708,8 +722,47 @@ def _read_queue(reader: _Reader) -> QueueConfig:
     return config
 
 
+def _default_tools_image(image: str) -> str | None:
+    """Dev's tools image: ``image``'s repository, tag ``tools-<tag>``; None for a digest."""
+    name = image.split("@", 1)[0]
+    repository = _repository_of(image)
+    tag = name[len(repository) + 1 :] if len(name) > len(repository) else ""
+    if "@" in image or not tag:
+        return None
+    return f"{repository}:tools-{tag}"[: len(repository) + 1 + 128]
+
+
+def _check_tools_image(reader: _Reader, image: str, prod: bool, nat: NatMode) -> str:
+    key = "toolsImage"
+    tools_image = reader.optional_text(key)
+    if tools_image is None and not prod and image != "missing":
+        tools_image = _default_tools_image(image)
+    if tools_image is None:
+        reader.problem(
+            key,
+            "is required"
+            + (" in prod" if prod else " when image is pinned by digest")
+            + ": the tools image (tools/image/build.sh) the migrate and audit tasks run, "
+            "e.g. <account>.dkr.ecr.<region>.amazonaws.com/rollgate@sha256:<digest>",
+        )
+        return "missing"
+    checked = _check_image(reader, tools_image, prod, nat, key=key)
+    # One repository for both images: the execution roles and the ECR endpoint
+    # policy name exactly one repository (least privilege), so a second one
+    # would fail to pull at run time, not at preview.
+    if image != "missing" and _repository_of(tools_image) != _repository_of(image):
+        reader.problem(
+            key,
+            f"must be in image's repository ({_repository_of(image)}), got "
+            f"{_repository_of(tools_image)}: push the tools image there under its own "
+            "tag or digest (the task roles may pull from that one repository only)",
+        )
+    return checked
+
+
 def _read_service(reader: _Reader, prod: bool, nat: NatMode) -> ServiceConfig:
     image = _check_image(reader, reader.optional_text("image"), prod, nat)
+    tools_image = _check_tools_image(reader, image, prod, nat)
     certificate_arn = reader.optional_text("certificateArn")
     if certificate_arn is not None and not _CERTIFICATE_ARN_RE.match(certificate_arn):
         reader.problem("certificateArn", f"must be an ACM certificate ARN, got {certificate_arn!r}")
@@ -756,6 +809,7 @@ def _read_service(reader: _Reader, prod: bool, nat: NatMode) -> ServiceConfig:
         )
     return ServiceConfig(
         image=image,
+        tools_image=tools_image,
         certificate_arn=certificate_arn,
         cpu_architecture=reader.choice(
             "cpuArchitecture", "X86_64", {"X86_64": "X86_64", "ARM64": "ARM64"}

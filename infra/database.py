@@ -193,6 +193,7 @@ class Database(pulumi.ComponentResource):
         self.app_secret_arn = self._role_secret(name, "app", config.app_username, key, tags)
         self.audit_secret_arn = self._role_secret(name, "audit", config.audit_username, key, tags)
         self.kms_key_arn = key.arn
+        self.parameter_group_arn = parameter_group.arn
         self.register_outputs(
             {
                 "address": self.address,

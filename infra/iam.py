@@ -18,6 +18,9 @@ UNSCOPED_ACTIONS: Final = frozenset(
     {
         "ecr:GetAuthorizationToken",
         "cloudwatch:PutMetricData",  # scoped by a cloudwatch:namespace condition instead
+        # Read-only, and AWS has no resource type for them (the audit's checks).
+        "cloudwatch:GetMetricStatistics",
+        "ecs:DescribeTaskDefinition",
     }
 )
 

@@ -416,7 +416,8 @@ class AppService(pulumi.ComponentResource):
             role=ROLE_MIGRATOR,
             container=container_definition(
                 name="migrate",
-                image=args.config.image,
+                # The rollgate CLI lives in the tools image, not in the app's.
+                image=args.config.task_tools_image,
                 env=args.environment,
                 db_secret_arn=args.db_secret_arn,
                 # The role bootstrap sets these roles' passwords from their secrets.

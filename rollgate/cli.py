@@ -21,7 +21,7 @@ from core.redaction import forget_secrets, register_secret
 from db.config import load_config
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
 from db.throwaway import BACKENDS
-from rollgate.commands import Options, Outcome
+from rollgate.commands import Options, Outcome, libpq_environment_dsn
 from rollgate.commands.sample import DEFAULT_MAX_SAMPLE_SIZE
 from rollgate.error_handler import (
     UsageError,
@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dsn",
         type=_dsn_option,
         default=argparse.SUPPRESS,
-        help="database connection string (default: $DATABASE_URL)",
+        help="database connection string (default: $DATABASE_URL, else libpq's PG* "
+        "variables when PGHOST or PGSERVICE is set; an empty value is an error)",
     )
     common.add_argument(
         "--json",
@@ -698,7 +699,9 @@ def _resolve_options(args: argparse.Namespace) -> Options:
         )
     dsn = getattr(args, "dsn", None)
     return Options(
-        dsn=dsn if dsn is not None else os.environ.get("DATABASE_URL") or None,
+        dsn=dsn
+        if dsn is not None
+        else os.environ.get("DATABASE_URL") or libpq_environment_dsn(os.environ),
         migrations_dir=migrations or BUNDLED_MIGRATIONS,
         schema_path=schema or BUNDLED_SCHEMA,
         config=config,

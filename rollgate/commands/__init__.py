@@ -7,10 +7,12 @@ print. Progress on long work goes through ``Options.progress`` to stderr.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from psycopg.conninfo import make_conninfo
 
 from core.errors import CannotRun
 from db.config import ProjectConfig
@@ -30,7 +32,10 @@ class Options:
 
     def require_dsn(self) -> str:
         if not self.dsn:
-            raise CannotRun("no database given: pass --dsn postgresql://... or set DATABASE_URL")
+            raise CannotRun(
+                "no database given: pass --dsn postgresql://..., set DATABASE_URL, "
+                "or set libpq's PGHOST (or PGSERVICE)"
+            )
         return self.dsn
 
 
@@ -41,3 +46,33 @@ class Outcome:
     exit_code: int
     result: dict[str, Any]
     text: str
+
+
+#: libpq variables named in the conninfo built from the environment. PGPASSWORD is
+#: left out on purpose: libpq (and pg_dump) read it from the environment themselves,
+#: so it never becomes part of a string that could be printed.
+_LIBPQ_ENVIRONMENT = {
+    "PGSERVICE": "service",
+    "PGHOST": "host",
+    "PGPORT": "port",
+    "PGDATABASE": "dbname",
+    "PGUSER": "user",
+    "PGSSLMODE": "sslmode",
+    "PGSSLROOTCERT": "sslrootcert",
+}
+
+
+def libpq_environment_dsn(environ: Mapping[str, str]) -> str | None:
+    """A conninfo from libpq's PG* variables when PGHOST or PGSERVICE is set, else None.
+
+    The ECS migrate and audit tasks get PGHOST, PGPORT, PGDATABASE, PGUSER,
+    PGPASSWORD, PGSSLMODE and PGSSLROOTCERT instead of a URL (infra.tasks). Only an
+    explicit host or service opts in: a bare PGUSER must not silently mean the local
+    socket's database. The values are spelled out (rather than the empty conninfo)
+    so the DSN is never an empty string that reads as "no database".
+    """
+    if not (environ.get("PGHOST") or environ.get("PGSERVICE")):
+        return None
+    return make_conninfo(
+        **{key: environ[name] for name, key in _LIBPQ_ENVIRONMENT.items() if environ.get(name)}
+    )

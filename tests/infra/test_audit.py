@@ -36,7 +36,7 @@ def test_audit_container_runs_rollgate_audit_json(run: ProgramRun) -> None:
     task = run.one("aws:ecs/taskDefinition:TaskDefinition", "-audit-task")
     [container] = json.loads(task.inputs["containerDefinitions"])
     assert container["command"] == ["rollgate", "audit", "--json"]
-    assert container["image"] == run.config["image"]
+    assert container["image"] == run.config["toolsImage"]  # the CLI is not in the app image
     assert {s["name"] for s in container["secrets"]} == {"PGUSER", "PGPASSWORD"}
 
 
@@ -64,21 +64,51 @@ def test_scheduler_role_may_only_run_the_audit_family_on_this_cluster(run: Progr
     }
 
 
+#: What `rollgate audit` calls in AWS (release/audit/aws.py, rollback/store.py,
+#: rollback/ledger.py, rollback/ecs.py), and so what its task role must grant.
+AUDIT_ACTIONS = frozenset(
+    {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",  # the audit log entry (logs/audit/*)
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:GetBucketPublicAccessBlock",
+        "s3:GetBucketAcl",
+        "s3:GetBucketPolicy",
+        "s3:GetBucketVersioning",
+        "rds:DescribeDBInstances",
+        "rds:DescribeDBParameters",
+        "rds:DescribeDBSnapshots",
+        "ecs:DescribeTaskDefinition",
+        "ecs:DescribeServices",
+        "sqs:GetQueueAttributes",
+        "cloudwatch:GetMetricStatistics",
+        "cloudwatch:PutMetricData",
+        "kms:Decrypt",  # SSE-KMS objects in the artifact bucket
+        "kms:GenerateDataKey",  # writing the log entry under SSE-KMS
+    }
+)
+
+
+def test_audit_task_role_grants_every_action_the_audit_needs(run: ProgramRun) -> None:
+    policy = statements(run, "-audit-task-policy")
+    granted = {a for s in policy.values() for a in s["Action"]}
+    assert sorted(AUDIT_ACTIONS - granted) == []
+
+
 def test_audit_task_role_reads_only_what_it_audits(run: ProgramRun) -> None:
     policy = statements(run, "-audit-task-policy")
-    assert set(policy) == {
-        "InspectSnapshots",
-        "ListArtifacts",
-        "ReadArtifacts",
-        "DecryptArtifacts",
-        "InspectQueues",
-        "PutRollgateMetrics",
-    }
     actions = {a for s in policy.values() for a in s["Action"]}
-    assert not any(
-        a.split(":")[1].startswith(("Put", "Delete", "Create", "Modify", "Restore"))
-        for a in actions - {"cloudwatch:PutMetricData"}
-    )
+    assert actions <= AUDIT_ACTIONS | {"s3:GetObjectVersion"}
+    writes = {
+        a
+        for a in actions
+        if a.split(":")[1].startswith(("Put", "Delete", "Create", "Modify", "Restore"))
+    }
+    assert writes == {"cloudwatch:PutMetricData", "s3:PutObject"}
+    # The one write to S3: the audit's own log prefix, nothing else in the bucket.
+    bucket = run.exports[outputs.ARTIFACT_BUCKET]
+    assert policy["AppendAuditLog"]["Resource"] == [f"arn:aws:s3:::{bucket}/logs/audit/*"]
     assert policy["PutRollgateMetrics"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": outputs.METRIC_NAMESPACE}
     }
@@ -86,6 +116,15 @@ def test_audit_task_role_reads_only_what_it_audits(run: ProgramRun) -> None:
         run.exports[outputs.QUEUE_ARN],
         run.exports[outputs.DLQ_ARN],
     ]
+    # Resource "*" only where AWS has no resource type for the action.
+    unscoped = {a for s in policy.values() if s["Resource"] in ("*", ["*"]) for a in s["Action"]}
+    assert unscoped == {
+        "ecs:DescribeTaskDefinition",
+        "cloudwatch:GetMetricStatistics",
+        "cloudwatch:PutMetricData",
+    }
+    [services] = policy["InspectServices"]["Resource"]
+    assert ":service/" in services and services.endswith("/*")
 
 
 def test_audit_security_group_reaches_the_database(run: ProgramRun) -> None:

@@ -30,6 +30,7 @@ def prod(**overrides: str) -> dict[str, str]:
     return {
         "environment": "prod",
         "image": f"{ECR}@{DIGEST}",
+        "toolsImage": f"{ECR}@sha256:{'1' * 64}",
         "certificateArn": CERT,
         "domainName": "rollgate.example.com",
         **overrides,
@@ -45,6 +46,30 @@ def problems(raw: dict[str, str], stack: str = "dev") -> tuple[str, ...]:
 def test_example_stacks_are_valid() -> None:
     assert parse_config(stack_config("dev"), stack="dev").environment == "dev"
     assert parse_config(stack_config("prod"), stack="prod").is_prod
+
+
+def test_tools_image_defaults_to_a_tag_in_images_repository_in_dev() -> None:
+    assert parse_config(dev(), stack="dev").service.tools_image == f"{ECR}:tools-main"
+    explicit = parse_config(dev(toolsImage=f"{ECR}@{DIGEST}"), stack="dev")
+    assert explicit.service.task_tools_image == f"{ECR}@{DIGEST}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "stack", "fragment"),
+    [
+        ({k: v for k, v in prod().items() if k != "toolsImage"}, "prod", "required in prod"),
+        (prod(toolsImage=f"{ECR}:tools-v1"), "prod", "pinned by digest"),
+        (dev(image=f"{ECR}@{DIGEST}"), "dev", "required when image is pinned by digest"),
+        (dev(toolsImage=f"{ECR}@sha256:abc"), "dev", "64 lowercase hex"),
+        (dev(toolsImage=f"{ECR}-tools:main"), "dev", "must be in image's repository"),
+        (dev(toolsImage="ghcr.io/acme/rollgate:tools"), "dev", "must be in ECR"),
+    ],
+)
+def test_tools_image_follows_the_image_rules(
+    raw: dict[str, str], stack: str, fragment: str
+) -> None:
+    found = problems(raw, stack)
+    assert any(p.startswith("rollgate:toolsImage") and fragment in p for p in found), found
 
 
 def test_default_engine_is_the_postgres_major_rollgate_tests_against() -> None:

@@ -68,9 +68,14 @@ def test_load_balancer_names_fit_aws_limits(run: ProgramRun) -> None:
         assert len(run.one(type_).name) + 8 <= 32
 
 
+#: The one-off tasks that run the rollgate CLI: the tools image (the app image has no CLI).
+TOOLS_TASKS = ("-migrate-task", "-audit-task")
+
+
 def test_image_comes_from_config_and_is_pinned_in_prod(run: ProgramRun, prod: ProgramRun) -> None:
     for task in run.of_type(TASK):
-        assert [c["image"] for c in containers(task)] == [run.config["image"]]
+        key = "toolsImage" if task.name.endswith(TOOLS_TASKS) else "image"
+        assert [c["image"] for c in containers(task)] == [run.config[key]], task.name
     for task in prod.of_type(TASK):
         assert all("@sha256:" in c["image"] for c in containers(task))
 
@@ -219,3 +224,17 @@ def test_roles_are_least_privilege(run: ProgramRun) -> None:
     for role in run.of_type("aws:iam/role:Role"):
         trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
         assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_the_cli_tasks_run_the_tools_image_and_the_services_the_app_image(
+    run: ProgramRun,
+) -> None:
+    # The app image ships app/, core/ and infra/outputs.py only: `rollgate` is not in it.
+    assert run.config["toolsImage"] != run.config["image"]
+    images = {task.name: [c["image"] for c in containers(task)] for task in run.of_type(TASK)}
+    for suffix in TOOLS_TASKS:
+        [name] = [name for name in images if name.endswith(suffix)]
+        assert images[name] == [run.config["toolsImage"]]
+    for family in ("web", "worker"):
+        [name] = [name for name in images if name.endswith(f"-app-{family}-task")]
+        assert images[name] == [run.config["image"]]

@@ -17,7 +17,8 @@ from tests.rollgate.conftest import ROOT, UNREACHABLE, run
 def test_no_dsn_cannot_run(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    for name in ("DATABASE_URL", "PGHOST", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
     code, _, err = run(capsys, "db", "status")
     assert code == 2
     assert err.startswith("FAILED: no database given: pass --dsn")
