@@ -28,12 +28,12 @@ REPORTING_UP = (
 
 @pytest.fixture
 def reporting_project(tmp_path: Path) -> tuple[Path, Path]:
-    """The bundled migrations plus a 0005 that adds a table in a non-public schema."""
+    """The bundled migrations plus a 0006 that adds a table in a non-public schema."""
     migrations = tmp_path / "migrations"
     shutil.copytree(BUNDLED_MIGRATIONS, migrations)
-    (migrations / "0005_reporting.up.sql").write_text(REPORTING_UP)
-    (migrations / "0005_reporting.down.sql").write_text("DROP SCHEMA reporting CASCADE;\n")
-    (migrations / "0005_reporting.verify.sql").write_text(
+    (migrations / "0006_reporting.up.sql").write_text(REPORTING_UP)
+    (migrations / "0006_reporting.down.sql").write_text("DROP SCHEMA reporting CASCADE;\n")
+    (migrations / "0006_reporting.verify.sql").write_text(
         "SELECT 1 FROM reporting.daily_totals LIMIT 1;\n"
     )
     schema = tmp_path / "schema.sql"

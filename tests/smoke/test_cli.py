@@ -22,7 +22,7 @@ def test_rollgate_smoke_exits_with_pytests_code_and_reports_json(
 ) -> None:
     migrations = seeded(
         {
-            "0005_add_customer_nickname": (
+            "0006_add_customer_nickname": (
                 "ALTER TABLE public.customers ADD COLUMN nickname text;",
                 "ALTER TABLE public.customers DROP COLUMN nickname;",
                 "SELECT 1;",

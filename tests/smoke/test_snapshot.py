@@ -49,7 +49,7 @@ def test_the_suite_starts_from_a_restored_snapshot(
     assert report.exit_code == 0, report.summary["checks"]
     prepared = report.summary["prepared"]
     assert prepared["start_version"] == 3
-    assert prepared["applied"] == ["0004_create_roi_views"]
+    assert prepared["applied"] == ["0004_create_roi_views", "0005_grant_service_roles"]
     assert prepared["sample"] is None
     assert f"started from snapshot {snapshot_id} (schema version 0003)" in prepared["notes"]
     assert customers is not None and customers[0] > 0

@@ -35,7 +35,7 @@ def test_the_bundled_release_passes_and_writes_every_report(smoke: Smoke) -> Non
 def test_a_migration_that_breaks_the_canonical_contract_fails(seeded: Seeded, smoke: Smoke) -> None:
     migrations = seeded(
         {
-            "0005_add_customer_nickname": (
+            "0006_add_customer_nickname": (
                 "ALTER TABLE public.customers ADD COLUMN nickname text;",
                 "ALTER TABLE public.customers DROP COLUMN nickname;",
                 "SELECT nickname FROM public.customers WHERE false;",
@@ -53,7 +53,7 @@ def test_a_down_migration_deleting_undeclared_rows_fails(seeded: Seeded, smoke: 
     # The DELETE hides in a DO block, where the destructive-revert classifier cannot see it.
     migrations = seeded(
         {
-            "0005_tidy_orders": (
+            "0006_tidy_orders": (
                 "SELECT 1;",
                 "DO $$ BEGIN DELETE FROM public.orders WHERE id % 2 = 0; END $$;",
                 "SELECT 1;",
@@ -74,7 +74,7 @@ def test_a_declared_destructive_revert_is_reported_not_failed(seeded: Seeded, sm
     # declared, so it is reported, and the start's data is back after the revert.
     migrations = seeded(
         {
-            "0005_add_customer_nickname": (
+            "0006_add_customer_nickname": (
                 "ALTER TABLE public.customers ADD COLUMN nickname text;\n"
                 "UPDATE public.customers SET nickname = name;",
                 "ALTER TABLE public.customers DROP COLUMN nickname;",
@@ -93,7 +93,7 @@ def test_a_migration_holding_access_exclusive_past_the_budget_fails(
 ) -> None:
     migrations = seeded(
         {
-            "0005_lock_customers": (
+            "0006_lock_customers": (
                 "LOCK TABLE public.customers IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(1.5);",
                 "SELECT 1;",
                 "SELECT 1;",
@@ -104,9 +104,9 @@ def test_a_migration_holding_access_exclusive_past_the_budget_fails(
     assert report.exit_code == 1
     check = outcome(report, "test_migrations_block_writers_within_the_lock_budget")
     assert check["outcome"] == "failed"
-    assert "0005_lock_customers" in check["message"]
+    assert "0006_lock_customers" in check["message"]
     assert "AccessExclusiveLock on customers" in check["message"]
-    (lock,) = [m for m in report.summary["locks"] if m["migration"] == "0005_lock_customers"]
+    (lock,) = [m for m in report.summary["locks"] if m["migration"] == "0006_lock_customers"]
     assert lock["within_budget"] is False and lock["longest"]["seconds"] > 0.5
 
 
@@ -115,7 +115,7 @@ def test_an_app_that_never_becomes_ready_fails(seeded: Seeded, smoke: Smoke) -> 
     # the real app's readiness refuses the schema, so /readyz answers 503, never 200
     # (the timeout leaves room for a slow start on a busy machine).
     noop = ("SELECT 1;", "SELECT 1;", "SELECT 1;")
-    migrations = seeded({"0005_noop_one": noop, "0006_noop_two": noop})
+    migrations = seeded({"0006_noop_one": noop, "0007_noop_two": noop})
     report = smoke(
         migrations,
         from_version=4,
@@ -145,7 +145,7 @@ def test_a_previous_app_that_breaks_on_the_new_schema_is_not_backward_compatible
     # execution_tasks.ai_model) runs against a schema where the column is gone.
     migrations = seeded(
         {
-            "0005_rename_ai_model": (
+            "0006_rename_ai_model": (
                 "ALTER TABLE public.execution_tasks RENAME COLUMN ai_model TO model_name;",
                 "ALTER TABLE public.execution_tasks RENAME COLUMN model_name TO ai_model;",
                 "SELECT model_name FROM public.execution_tasks WHERE false;",
