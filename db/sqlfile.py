@@ -68,6 +68,15 @@ _META_LINE = re.compile(r"^[ \t]*\\", re.MULTILINE)
 # The only meta-commands pg_dump writes into a plain-format dump (PostgreSQL 18
 # adds \restrict/\unrestrict around it; --create adds \connect).
 PG_DUMP_META_COMMANDS = frozenset({"\\restrict", "\\unrestrict", "\\connect"})
+_RESTRICT_KEY = re.compile(
+    r"^([ \t]*\\(?:un)?restrict[ \t]+)([A-Za-z0-9]+)([ \t]*\r?)$", re.MULTILINE
+)
+
+
+def _blank_key(match: re.Match[str]) -> str:
+    return match[1] + " " * len(match[2]) + match[3]
+
+
 META_COMMAND_FIX = (
     "psql meta-command; Rollgate does not run files through psql, so remove it (write plain SQL)"
 )
@@ -322,7 +331,11 @@ def _blank_meta_commands(
     from pglast import parser
 
     try:
-        tokens = parser.scan(text)
+        # pg_dump's random \restrict key is not SQL: one starting with a digit
+        # ("3oRQ...") is trailing junk after a number to the scanner. Blank the
+        # keys (letters and digits only, so no quoting can change) for the scan
+        # alone; positions stay the same.
+        tokens = parser.scan(_RESTRICT_KEY.sub(_blank_key, text))
     except parser.ParseError:
         return text, ()  # the split reports the syntax error with its position
     blanked = list(text) if allowed else None
