@@ -242,3 +242,45 @@ def test_an_update_whose_row_is_missing_falls_back_and_is_carried_as_an_insert(p
     report = replay_changes(live, slot, target)
     assert report.lossless and report.tables["public.orders"].replayed == 2
     assert rows(target) == rows(live)
+
+
+@pytest.mark.slow
+def test_a_replay_killed_midway_converges_when_run_again(pair):
+    """SIGKILL in the middle of a replay; the rerun lands each change exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    live, target, slot = pair
+    with psycopg.connect(live, autocommit=True) as conn:
+        for i in range(300):  # one transaction each: many commits to die between
+            conn.execute("INSERT INTO audit VALUES (%s)", (f"event {i}",))
+        conn.execute("UPDATE orders SET amount = amount + 1")
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from rollback import replay
+        done = 0
+        original = replay._record_progress
+        def record_then_maybe_die(*args, **kwargs):
+            global done
+            original(*args, **kwargs)
+            done += 1
+            if done == 2:  # the second batch, recorded but not yet committed
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-replay, mid-transaction
+        replay._record_progress = record_then_maybe_die
+        replay.replay_changes({live!r}, {slot!r}, {target!r})
+        """
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code], env=os.environ.copy(), capture_output=True, check=False
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    partial = rows(target, "SELECT count(*) FROM audit")[0][0]
+    assert 0 < partial < 300
+    report = replay_changes(live, slot, target)
+    assert report.already_replayed > 0
+    assert rows(target, "SELECT count(*) FROM audit") == [(300,)]  # no duplicates, none lost
+    assert rows(target) == rows(live)

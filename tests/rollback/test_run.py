@@ -240,3 +240,49 @@ def test_two_rollbacks_at_once_the_second_is_refused(tmp_path, live, ecs, server
         with pytest.raises(CheckFailed, match="another rollback is running"):
             run_rollback(store, live, migrations, plan, confirmed=plan.fingerprint(), ecs=ecs)
     assert task_definitions(ecs)["web"] == "web:2"
+
+
+def test_a_migration_started_during_a_rollback_is_refused(tmp_path, live, ecs, server, monkeypatch):
+    """The rollback holds the migration lock from start to end: `db migrate` cannot slip in."""
+    import subprocess
+    import sys
+
+    from rollback import run as run_module
+
+    store, migrations = deploy_two_releases(tmp_path, live, ecs, ADD_DISCOUNT, server)
+    plan = plan_rollback(gather_facts(store, live, migrations))
+    original = run_module._STEPS["app"]
+    attempts = []
+
+    def app_step_with_a_migration_racing(context, details):
+        if not attempts:
+            attempts.append(
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "rollgate",
+                        "db",
+                        "migrate",
+                        "--dsn",
+                        live,
+                        "--migrations",
+                        str(tmp_path / "migrations"),
+                        "--lock-wait",
+                        "1",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=120,
+                )
+            )
+        original(context, details)
+
+    monkeypatch.setitem(run_module._STEPS, "app", app_step_with_a_migration_racing)
+    run_rollback(store, live, migrations, plan, confirmed=plan.fingerprint(), ecs=ecs)
+    [racing] = attempts
+    assert racing.returncode == 1, racing.stderr
+    assert "holds the lock" in racing.stderr and "nothing was applied" in racing.stderr
+    with MigrationRunner(live, migrations) as runner:
+        assert runner.status().current == 1  # the rollback's target, untouched by the racer
