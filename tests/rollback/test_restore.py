@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+from core.errors import RollgateError
 from rollback.manifest import CorruptSnapshot, Manifest
 from rollback.restore import (
     REPLACED_MARK,
@@ -169,3 +170,56 @@ def test_a_restore_killed_midway_leaves_live_untouched_and_a_rerun_converges(liv
     assert films(live) == expected_live  # untouched
     restore_snapshot(store, manifest.id, live)  # drops the leftover staging copy, converges
     assert films(live) == 300
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_a_restore_fails_cleanly_and_live_is_untouched(tmp_path):
+    """New databases land on a 12 MB tmpfs; the restore runs out of space mid-way."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from db.throwaway import start_throwaway
+
+    # Outside pytest's private tmp: the server's own OS user must reach it.
+    mount_point = Path(tempfile.mkdtemp(prefix="rollgate-small-disk-", dir="/tmp"))
+    mount_point.chmod(0o755)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12M", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:  # pragma: no cover - CI runs as root, where mount works
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with start_throwaway("embedded") as server:
+            owner = server.datadir.stat()  # type: ignore[attr-defined]
+            shutil.chown(mount_point, owner.st_uid, owner.st_gid)
+            admin_dsn = server.dsn()
+            with psycopg.connect(admin_dsn, autocommit=True) as admin:
+                admin.execute("CREATE DATABASE live TABLESPACE pg_default")
+                admin.execute(f"CREATE TABLESPACE small LOCATION '{mount_point}'")
+                # Every database created from now on (the restore's copy) is on the small disk.
+                admin.execute("ALTER DATABASE template1 SET TABLESPACE small")
+            live = server.dsn("live")
+            with psycopg.connect(live, autocommit=True) as conn:
+                conn.execute(SHOP)
+                conn.execute(
+                    "CREATE TABLE shop.bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS pad "
+                    "FROM generate_series(1, 60000) g"
+                )
+            store = open_store(str(tmp_path / "store"))
+            manifest = create_snapshot(live, store, slot=False)
+            with psycopg.connect(live, autocommit=True) as conn:
+                conn.execute("DELETE FROM shop.payment")
+            before = databases(server)
+            with pytest.raises(RollgateError) as failed:  # ENOSPC from pg_restore: exit 2
+                restore_snapshot(store, manifest.id, live)
+            assert "space" in str(failed.value).lower() or "extend" in str(failed.value).lower()
+            assert databases(server) == before  # the half-restored copy was dropped
+            with psycopg.connect(live) as conn:  # live untouched, and still open
+                assert conn.execute("SELECT count(*) FROM shop.payment").fetchone()[0] == 0
+                assert conn.execute("SELECT count(*) FROM shop.bulk").fetchone()[0] == 60000
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        mount_point.rmdir()
