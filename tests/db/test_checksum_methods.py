@@ -311,6 +311,22 @@ def test_v2_sees_every_column_of_a_table_with_a_column_named_t(make_database):
     assert len(compare_checksums(before[ROW_HASH_V2], after[ROW_HASH_V2])) == 1
 
 
+def test_a_table_wider_than_a_row_expression_is_checksummed_whole(make_database):
+    """1,500 array columns are 3,000 terms (each adds its dimensions): more than ROW() holds."""
+    dsn = make_database()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE public.wide (" + ", ".join(f"c{i} int[]" for i in range(1500)) + ")"
+        )
+        conn.execute("INSERT INTO public.wide (c1, c1400) VALUES ('{1}', '{2}')")
+        before = table_checksums(conn)
+        conn.execute("UPDATE public.wide SET c1 = c1400, c1400 = c1")
+        swapped = table_checksums(conn)
+        conn.execute("UPDATE public.wide SET c1 = c1400, c1400 = c1")
+        assert table_checksums(conn) == before
+    assert len(compare_checksums(before, swapped)) == 1
+
+
 def test_checksums_of_different_methods_are_never_compared(make_database):
     dsn = make_database()
     with psycopg.connect(dsn, autocommit=True) as conn:
