@@ -48,9 +48,8 @@ import psycopg
 from psycopg import sql
 
 from core.errors import CannotRun, RollgateError
-from core.postgres import connect
 from core.progress import Progress, silent
-from db.checksums import table_checksums
+from db.checksums import TableChecksum, parallel_table_checksums
 from db.destructive import DestructiveRevert, classify_reverts
 from db.lint import lint_migrations, lintable_files, set_aside_expected_drops, split_at_baseline
 from db.migrations import Migration, load_migrations
@@ -187,6 +186,8 @@ class _State:
     previous_app_problems: list[str] = field(default_factory=list)
     rehearsed: bool = False
     rehearsal_db: str | None = None
+    #: The copy's checksums after the rehearsal's revert (the smoke suite starts from them).
+    start_checksums: list[TableChecksum] = field(default_factory=list)
     #: The verify step's throwaway server, started while the snapshot is taken.
     server_start: Future[ThrowawayPostgres] | None = None
 
@@ -552,8 +553,9 @@ def _revert_and_compare(state: _State, dsn: str) -> list[str]:
         conn.execute("DELETE FROM public.execution_tasks WHERE payload ? 'gate_rehearsal'")
         conn.execute("DELETE FROM public.payment_events WHERE stripe_event_id LIKE 'evt\\_gate%%'")
     manifest = load_manifest(state.options.store, state.snapshot_id)
-    with connect(dsn) as conn:
-        after = {c.table: c for c in table_checksums(conn, exclude_schemas=("rollgate",))}
+    # The apps are stopped: nothing writes to the copy, so two sessions can sum it.
+    state.start_checksums = parallel_table_checksums(dsn, exclude_schemas=("rollgate",))
+    after = {c.table: c for c in state.start_checksums}
     problems = []
     for before in manifest.tables:
         if before.table.startswith("rollgate."):
@@ -721,6 +723,7 @@ def _run_smoke(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
         return {"status": NOT_RUN, "reason": SMOKE_MISSING}
     # Imported by name: smoke.run is another module's API, absent until it is installed.
     smoke_run = importlib.import_module("smoke.run")
+    write_checksums = importlib.import_module("smoke.prepare").write_checksums
     options = state.options
     output = options.report_dir / "smoke"
     assert state.server is not None and state.rehearsal_db is not None
@@ -729,6 +732,12 @@ def _run_smoke(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
     smoke_options = smoke_run.SmokeOptions(
         database=state.rehearsal_db,
         server_handoff=handoff(state.server),
+        # Summed by the revert check a moment ago, with nothing written since.
+        start_checksums=(
+            write_checksums(output / "start-checksums.json", state.start_checksums)
+            if state.start_checksums
+            else None
+        ),
         aws_endpoint_url=options.aws_endpoint_url,
         migrations=options.migrations_dir,
         schema=options.schema_path,

@@ -62,6 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="start from this database on the server the gate hands over (see smoke.run)",
     )
+    add("--smoke-start-checksums", type=Path, default=None, help="the start database's checksums")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,6 +126,7 @@ def prepared(pytestconfig: pytest.Config, summary: Summary) -> Iterator[Prepared
         store=smoke_option(pytestconfig, "store"),
         aws_endpoint_url=smoke_option(pytestconfig, "aws-endpoint-url"),
         database=smoke_option(pytestconfig, "database"),
+        start_checksums_file=smoke_option(pytestconfig, "start-checksums"),
     )
     summary.prepared = result.to_dict()
     summary.locks = [m.to_dict() for m in result.locks]

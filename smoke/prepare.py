@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from core.postgres import connect
 from core.progress import Progress
 from core.sizes import parse_size
 from db.catalog import Catalog, read_catalog
-from db.checksums import TableChecksum, table_checksums
+from db.checksums import TableChecksum, parallel_table_checksums
 from db.migrations import Migration, load_migrations
 from db.runner import MigrationRunner
 from db.sample import generate_sample
@@ -149,11 +150,14 @@ def prepare(
     store: str | None = None,
     aws_endpoint_url: str | None = None,
     database: str | None = None,
+    start_checksums_file: Path | None = None,
 ) -> Prepared:
     """Start the server, build the starting point, migrate with lock sampling, clone.
 
     ``database``: start from that database, on the server handed over in
-    ``$ROLLGATE_THROWAWAY_HANDOFF`` (the gate's verified copy), instead.
+    ``$ROLLGATE_THROWAWAY_HANDOFF`` (the gate's verified copy), instead; with
+    ``start_checksums_file`` (``write_checksums``), the start's checksums are
+    read from it rather than summed again (the gate has just summed them).
     """
     migrations = load_migrations(migrations_dir)
     started = time.monotonic()
@@ -189,7 +193,9 @@ def prepare(
         with connect(dsn) as conn:
             conn.execute("ANALYZE")
             start_catalog = read_catalog(conn)
-            start_checksums = table_checksums(conn, exclude_schemas=("rollgate",))
+        mark = time.monotonic()
+        start_checksums = _start_checksums(dsn, start_checksums_file, database, notes)
+        timings["start_checksums"] = time.monotonic() - mark
         prepared = Prepared(
             server=server,
             backend=server.backend,
@@ -224,6 +230,38 @@ def prepare(
     except BaseException:
         server.close()
         raise
+
+
+def write_checksums(path: Path, checksums: Sequence[TableChecksum]) -> Path:
+    """Write ``checksums`` where ``prepare(start_checksums_file=...)`` reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tables": [c.to_dict() for c in checksums]}, indent=1))
+    return path
+
+
+def _start_checksums(
+    dsn: str, given: Path | None, database: str | None, notes: list[str]
+) -> list[TableChecksum]:
+    if given is not None and database is None:
+        raise CannotRun("start checksums are given only with the database they describe")
+    if given is not None:
+        notes.append(
+            f"start checksums from {given.name}, which the gate summed on this database just before"
+        )
+        return _read_checksums(given)
+    # Only this suite uses the database yet: sum its tables on two sessions at once.
+    return parallel_table_checksums(dsn, exclude_schemas=("rollgate",))
+
+
+def _read_checksums(path: Path) -> list[TableChecksum]:
+    try:
+        document = json.loads(path.read_text())
+        return [TableChecksum.from_dict(item) for item in document["tables"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CannotRun(
+            f"cannot read start checksums from {path} ({type(exc).__name__}): it is written "
+            "by the gate (smoke.prepare.write_checksums)"
+        ) from None
 
 
 def _open_server(

@@ -68,6 +68,9 @@ class SmokeOptions:
     #: ``db.throwaway.attached.handoff(server)``; passed in the environment (it holds
     #: the throwaway server's passwords), never on the command line.
     server_handoff: str | None = field(default=None, repr=False)
+    #: The start database's checksums, summed by the caller just before
+    #: (``smoke.prepare.write_checksums``); only with ``database``.
+    start_checksums: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ def pytest_args(options: SmokeOptions) -> list[str]:
         raise CannotRun("--snapshot needs --store (the snapshot store it lives in)")
     if options.database and not options.server_handoff:
         raise CannotRun("a start database needs the server it lives on (server_handoff)")
+    if options.start_checksums and not options.database:
+        raise CannotRun("start checksums are given only with the database they describe")
     out = options.output_dir
     args = [
         str(SUITE_DIR),
@@ -136,6 +141,7 @@ def pytest_args(options: SmokeOptions) -> list[str]:
         "--smoke-stack-outputs": options.stack_outputs,
         "--smoke-ca-bundle": options.ca_bundle,
         "--smoke-database": options.database,
+        "--smoke-start-checksums": options.start_checksums,
     }
     args += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
     if not options.queue_redrive:
