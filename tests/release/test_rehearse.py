@@ -151,12 +151,16 @@ def _post_deploy_step(world: _World, migrations: list[Any]) -> TimelineStep:
     return step
 
 
-def _files_holding(directory: Path, secret: str) -> list[str]:
-    return [
+def _places_holding(step: TimelineStep, directory: Path, secret: str) -> list[str]:
+    """Files under ``directory``, and the step's record (timeline.json, report.html), with it."""
+    places = [
         str(path.relative_to(directory))
         for path in sorted(directory.rglob("*"))
         if path.is_file() and secret.encode() in path.read_bytes()
     ]
+    if secret in json.dumps(step.to_dict(), default=str):
+        places.append("the step's timeline entry")
+    return places
 
 
 @pytest.mark.slow
@@ -188,7 +192,7 @@ def test_the_post_deploy_step_passes_on_the_stand_in_stack_as_the_real_audit_rol
         "password": world.audit_password,
     }
     # The password lives in the secret only: no stack output, log or report holds it.
-    assert _files_holding(world.report_dir, world.audit_password) == []
+    assert _places_holding(step, world.report_dir, world.audit_password) == []
 
 
 @pytest.mark.slow
@@ -209,4 +213,4 @@ def test_the_post_deploy_step_fails_when_the_front_is_not_signed_by_the_trusted_
     assert "certificate verify failed" in step.summary
     # The other three checks still passed: only the TLS check caught the fault.
     assert step.details["suite"]["passed"] == 3
-    assert _files_holding(world.report_dir, world.audit_password) == []
+    assert _places_holding(step, world.report_dir, world.audit_password) == []
