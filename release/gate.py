@@ -48,6 +48,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import CannotRun, RollgateError
+from core.paths import writable_directory
 from core.progress import Progress, silent
 from db.checksums import TableChecksum, parallel_table_checksums
 from db.destructive import DestructiveRevert, classify_reverts
@@ -133,6 +134,8 @@ class GateReport:
     entry_sha256: str | None = None
     report_path: Path | None = None
     summary_path: Path | None = None
+    #: Why the report is missing from the store's gate log (``None``: it is there).
+    ledger_error: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -152,6 +155,7 @@ class GateReport:
             "snapshot_id": self.snapshot_id,
             "steps": [s.to_dict() for s in self.steps],
             "entry_sha256": self.entry_sha256,
+            "ledger_error": self.ledger_error,
             "report_path": str(self.report_path) if self.report_path else None,
             "summary_path": str(self.summary_path) if self.summary_path else None,
         }
@@ -199,6 +203,7 @@ def run_gate(
     on_step: StepListener = _no_listener,
 ) -> GateReport:
     """Run every step in order; return the report (written, and chained into the store)."""
+    writable_directory(options.report_dir, "the gate's reports (--report-dir)")
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     state = _State(options, progress)
@@ -268,10 +273,27 @@ def run_gate(
         allow_incompatible=options.allow_incompatible,
         snapshot_id=state.snapshot_id,
     )
-    entry = ledger.append(options.store, GATE_LOG, _ledger_body(report))
-    report.entry_sha256 = entry.entry_sha256
+    record_report(report, options.store)
     write_report(report, options.report_dir)
     return report
+
+
+def record_report(report: GateReport, store: SnapshotStore) -> None:
+    """Chain ``report`` into the store's gate log; a go that cannot be recorded is not go.
+
+    A rollout cites the gate entry it passed (``release record --gate-entry``),
+    so an unrecorded go would be a rollout nobody can trace: it becomes
+    inconclusive. The report is still written by the caller: the work is done,
+    and someone must read why it was not recorded.
+    """
+    try:
+        entry = ledger.append(store, GATE_LOG, _ledger_body(report))
+    except RollgateError as exc:
+        report.ledger_error = f"the report could not be recorded in the store: {exc}"
+        if report.verdict == GO:
+            report.verdict = INCONCLUSIVE
+        return
+    report.entry_sha256 = entry.entry_sha256
 
 
 def _verdict(steps: Sequence[StepResult]) -> str:
@@ -287,7 +309,7 @@ def _verdict(steps: Sequence[StepResult]) -> str:
 
 def _ledger_body(report: GateReport) -> dict[str, Any]:
     body = report.to_dict()
-    for key in ("entry_sha256", "report_path", "summary_path"):
+    for key in ("entry_sha256", "ledger_error", "report_path", "summary_path"):
         body.pop(key, None)
     return body
 
@@ -910,6 +932,8 @@ def markdown_summary(report: GateReport) -> str:
         lines += [f"- **{name}**: {text}" for name, text in findings]
     if report.allow_incompatible:
         lines += ["", "`--allow-incompatible` was given: recorded in the gate log."]
+    if report.ledger_error:
+        lines += ["", f"**Not recorded**: {report.ledger_error}"]
     if report.entry_sha256:
         lines += [
             "",

@@ -47,6 +47,7 @@ from typing import Any
 import psycopg
 
 from core.errors import CannotRun, RollgateError
+from core.paths import writable_directory
 from core.progress import Progress, silent
 from core.sizes import parse_size
 from db.checksums import table_checksums
@@ -219,7 +220,7 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
     scenario = load_scenario(options.scenario)
     started = time.monotonic()
     report_dir = options.report_dir
-    report_dir.mkdir(parents=True, exist_ok=True)
+    writable_directory(report_dir, "the rehearsal's reports (--report-dir)")
     (report_dir / "work").mkdir(exist_ok=True)
     (report_dir / "logs").mkdir(exist_ok=True)
     progress = _logged(progress, report_dir / "logs" / "rehearsal.log")

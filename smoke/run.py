@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CannotRun
+from core.paths import writable_directory
 from db.throwaway.attached import HANDOFF_VARIABLE
 
 #: The directory holding the suite (this package) and the repository root above it.
@@ -158,7 +159,7 @@ def run_smoke(options: SmokeOptions) -> SmokeReport:
     """Run the suite in a subprocess; the report's exit code is pytest's."""
     args = pytest_args(options)
     out = options.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    writable_directory(out, "the smoke suite's reports (--output-dir)")
     for stale in (JUNIT_XML, JSON_SUMMARY, MARKDOWN_SUMMARY):
         (out / stale).unlink(missing_ok=True)
     python_path = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]

@@ -136,7 +136,10 @@ def gate(
         lines += [f"      - {finding}" for finding in step.findings]
     lines.append(f"report: {report.report_path}")
     lines.append(f"summary: {report.summary_path}")
-    lines.append(f"gate entry: {report.entry_sha256}")
+    if report.ledger_error:
+        lines.append(f"NOT RECORDED: {report.ledger_error}")
+    else:
+        lines.append(f"gate entry: {report.entry_sha256}")
     return Outcome(report.exit_code, report.to_dict(), "\n".join(lines))
 
 

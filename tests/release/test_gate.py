@@ -21,9 +21,14 @@ from release.gate import (
     GO,
     INCONCLUSIVE,
     NO_GO,
+    STEPS,
     GateOptions,
+    GateReport,
+    StepResult,
+    record_report,
     run_gate,
     smoke_available,
+    write_report,
 )
 from release.scenarios import load_scenario, release_n_version
 from rollback import ledger
@@ -180,3 +185,39 @@ def test_each_broken_release_is_no_go(
     assert any(finding in f for f in step.findings), step.findings
     # Nothing rolls out after a no-go, so the snapshot's slot is not kept pinning WAL.
     assert _slots(production_dsn) == []
+
+
+def test_a_go_that_cannot_be_recorded_is_inconclusive_and_still_reported(tmp_path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    (tmp_path / "store" / "logs").mkdir(parents=True)
+    (tmp_path / "store" / "logs" / GATE_LOG).write_text("")  # the log cannot be written
+    report = GateReport(
+        verdict=GO,
+        steps=[StepResult(name, status="passed") for name in STEPS],
+        started_at="2026-11-30T00:00:00+00:00",
+        seconds=1.0,
+        target={},
+        allow_incompatible=False,
+    )
+    record_report(report, store)
+    write_report(report, tmp_path / "report")
+    assert report.verdict == INCONCLUSIVE and report.exit_code == 2
+    assert report.entry_sha256 is None
+    assert "could not be recorded" in (report.ledger_error or "")
+    written = json.loads((tmp_path / "report" / "gate-report.json").read_text())
+    assert written["verdict"] == INCONCLUSIVE and written["ledger_error"]
+    assert "Not recorded" in (tmp_path / "report" / "gate-summary.md").read_text()
+
+
+def test_a_recorded_go_stays_go(tmp_path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    report = GateReport(
+        verdict=GO,
+        steps=[StepResult(name, status="passed") for name in STEPS],
+        started_at="2026-11-30T00:00:00+00:00",
+        seconds=1.0,
+        target={},
+        allow_incompatible=False,
+    )
+    record_report(report, store)
+    assert report.verdict == GO and report.entry_sha256 and report.ledger_error is None
