@@ -263,7 +263,7 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
             s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
             world.store = open_store(f"s3://{BUCKET}/rollgate", aws_endpoint_url=world.endpoint)
             _create_ecs(world)
-            step.details = {"app": app_runner.to_dict()}
+            step.details = {"app": app_runner.to_dict(), "ecs_images": _ecs_images(world)}
             step.summary = (
                 f"Postgres {server.major_version} (embedded), moto at {world.endpoint}; "
                 f"the app as {app_runner.description}"
@@ -443,6 +443,22 @@ def _create_ecs(world: _World) -> None:
                 "minimumHealthyPercent": 100,
             },
         )
+
+
+def _ecs_images(world: _World) -> dict[str, dict[str, str]]:
+    """The image each release's task definitions name, as moto's ECS holds them."""
+    ecs = apps.aws_client("ecs", world.endpoint)
+    return {
+        release: {
+            role: str(
+                ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"][
+                    "containerDefinitions"
+                ][0]["image"]
+            )
+            for role, arn in by_role.items()
+        }
+        for release, by_role in world.task_definitions.items()
+    }
 
 
 def _rds_snapshot(endpoint: str) -> dict[str, Any]:
