@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import CannotRun
+from db.throwaway.session import SESSION_ENV, docker_leftovers
 from release import apps
 from release.rehearse import INCIDENT_EXECUTOR, INCIDENT_MODULE
 from smoke.apps import container_exists
@@ -78,9 +80,15 @@ def _labels(name: str) -> dict[str, str]:
 
 @pytest.mark.docker
 def test_the_container_runner_reads_the_workers_outcomes_and_leaves_nothing_behind(
-    production_dsn: str, moto_endpoint: str, tmp_path: Path
+    production_dsn: str, moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Web and worker from the image; the incident module mounted; stop removes both."""
+    """Web and worker from the image; the incident module mounted; stop removes both.
+
+    Under a test session the containers carry its label, so the session's leftover
+    check (``scripts/run-tests``) would name any that outlived it.
+    """
+    session = "apprunner" + secrets.token_hex(4)
+    monkeypatch.setenv(SESSION_ENV, session)
     runner = apps.choose_app_runner("image", apps.DEFAULT_APP_IMAGE)
     queues = apps.create_queues(moto_endpoint, "runner-test")
     env = apps.app_env(production_dsn, queues, moto_endpoint, tmp_path / "work", "N+1")
@@ -99,6 +107,7 @@ def test_the_container_runner_reads_the_workers_outcomes_and_leaves_nothing_behi
         names = [app.name for app in started if isinstance(app, apps.AppContainer)]
         assert all(name.startswith(apps.CONTAINER_PREFIX) for name in names)
         assert _labels(names[0]).get("rollgate.throwaway") == "1"
+        assert docker_leftovers(session) == sorted(names)
         ready = apps.wait_ready(web, timeout=60)
         assert ready.ready, ready.reason
         for n in range(3):
@@ -114,5 +123,6 @@ def test_the_container_runner_reads_the_workers_outcomes_and_leaves_nothing_behi
     finally:
         codes = [app.stop(timeout=10) for app in started]
     assert not any(container_exists(name) for name in names)
+    assert docker_leftovers(session) == []
     assert not web.alive() and not worker.alive()
     assert codes[1] == 0, worker.log_tail(10)  # SIGTERM: the worker stopped cleanly
