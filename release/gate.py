@@ -38,6 +38,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,15 +48,15 @@ import psycopg
 from psycopg import sql
 
 from core.errors import CannotRun, RollgateError
-from core.postgres import connect
 from core.progress import Progress, silent
-from db.checksums import table_checksums
+from db.checksums import TableChecksum, parallel_table_checksums
 from db.destructive import DestructiveRevert, classify_reverts
 from db.lint import lint_migrations, lintable_files, set_aside_expected_drops, split_at_baseline
 from db.migrations import Migration, load_migrations
 from db.plan import check_history, current_version
 from db.runner import MigrationRunner
 from db.throwaway import TARGET_POSTGRES_MAJOR, ThrowawayPostgres, create_database, start_throwaway
+from db.throwaway.attached import handoff
 from release import apps
 from rollback import ledger
 from rollback.ecs import Services, ServiceState
@@ -185,6 +186,10 @@ class _State:
     previous_app_problems: list[str] = field(default_factory=list)
     rehearsed: bool = False
     rehearsal_db: str | None = None
+    #: The copy's checksums after the rehearsal's revert (the smoke suite starts from them).
+    start_checksums: list[TableChecksum] = field(default_factory=list)
+    #: The verify step's throwaway server, started while the snapshot is taken.
+    server_start: Future[ThrowawayPostgres] | None = None
 
 
 def run_gate(
@@ -207,6 +212,11 @@ def run_gate(
     }
     stopped = False
     with contextlib.ExitStack() as cleanup:
+        if "verify" in options.steps:
+            # Starting a server (1-2 s) needs nothing from the steps before verify:
+            # overlap it with them. Its own progress would interleave, so it is silent.
+            pool = cleanup.enter_context(ThreadPoolExecutor(1, "gate-server-start"))
+            state.server_start = pool.submit(start_throwaway, options.backend)
         cleanup.callback(_close_server, state)
         for step in steps:
             if stopped or step.name not in options.steps:
@@ -291,6 +301,11 @@ def _database_name(dsn: str) -> str:
 
 
 def _close_server(state: _State) -> None:
+    if state.server is None and state.server_start is not None:
+        # The gate stopped before verify took the server: wait for it, then stop it.
+        with contextlib.suppress(Exception):
+            state.server = state.server_start.result()
+    state.server_start = None
     if state.server is not None:
         state.server.close()
         state.server = None
@@ -419,9 +434,13 @@ def _snapshot(state: _State, step: StepResult) -> None:
 def _verify(state: _State, step: StepResult) -> None:
     options = state.options
     assert state.snapshot_id is not None
-    state.progress(f"starting a throwaway Postgres ({options.backend}) to restore-test")
-    state.server = start_throwaway(options.backend, progress=state.progress)
-    # The verified copy is kept for the rehearsal, which so needs no second restore.
+    state.progress(f"waiting for the throwaway Postgres ({options.backend}) to restore-test")
+    started, state.server_start = state.server_start, None
+    state.server = started.result() if started is not None else None
+    if state.server is None:
+        state.server = start_throwaway(options.backend, progress=state.progress)
+    # The verified copy is kept for the rehearsal and the smoke suite, which so need no
+    # second restore. It is restored as the RDS-like owner role: migrations run as it.
     state.rehearsal_db = f"gate_{secrets.token_hex(4)}"
     report = verify_snapshot(
         options.store,
@@ -429,6 +448,7 @@ def _verify(state: _State, step: StepResult) -> None:
         state.server,
         migrations=state.migrations,
         keep_as=state.rehearsal_db,
+        as_owner=True,
         progress=state.progress,
     )
     state.restore_seconds = report.restore_seconds
@@ -448,22 +468,27 @@ def _rehearse(state: _State, step: StepResult) -> None:
     assert state.snapshot_id is not None and state.server is not None
     server = state.server
     if state.rehearsal_db is not None:
-        dsn = server.dsn(state.rehearsal_db)  # the copy the verify step restored and checked
+        dsn = server.owner_dsn(state.rehearsal_db)  # the copy verify restored and checked
     else:  # pragma: no cover - verify always keeps its copy when it passes
-        dsn = create_database(server, f"gate_{secrets.token_hex(4)}")
+        dsn = create_database(server, f"gate_{secrets.token_hex(4)}", owner=True)
         state.progress(f"restoring {state.snapshot_id} for the rehearsal")
         from rollback.verify import load_manifest
 
         manifest = load_manifest(options.store, state.snapshot_id)
         with checked_artifacts(options.store, manifest) as files:
             restore_dump(files / DUMP_DIRECTORY, dsn, server_major=server.major_version)
-    step.details["migrations"] = _rehearse_migrations(state, dsn, step)
-    step.details["apps"] = _rehearse_apps(state, dsn, step)
+    timings: dict[str, float] = {}
+    step.details["timings_seconds"] = timings
+    with _timed(timings, "migrations"):
+        step.details["migrations"] = _rehearse_migrations(state, dsn, step)
+    with _timed(timings, "apps_and_revert"):
+        step.details["apps"] = _rehearse_apps(state, dsn, step)
     state.rehearsed = True
     if step.findings and step.status != NOT_RUN:
         step.summary = f"{len(step.findings)} finding(s)"
         raise _Stop
-    smoke = _run_smoke(state, dsn, step)
+    with _timed(timings, "smoke_suite"):
+        smoke = _run_smoke(state, dsn, step)
     step.details["smoke"] = smoke
     if smoke.get("status") == FAILED:
         step.summary = "the smoke suite failed"
@@ -474,6 +499,16 @@ def _rehearse(state: _State, step: StepResult) -> None:
         step.findings.append(f"inconclusive: {SMOKE_MISSING} (smoke/run.py is not installed)")
         return
     step.summary = "migrations up and down, new app, previous app, smoke: all passed"
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record how long the body took in ``timings[name]`` (seconds), even when it raises."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - started, 3)
 
 
 def _rehearse_migrations(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
@@ -518,8 +553,9 @@ def _revert_and_compare(state: _State, dsn: str) -> list[str]:
         conn.execute("DELETE FROM public.execution_tasks WHERE payload ? 'gate_rehearsal'")
         conn.execute("DELETE FROM public.payment_events WHERE stripe_event_id LIKE 'evt\\_gate%%'")
     manifest = load_manifest(state.options.store, state.snapshot_id)
-    with connect(dsn) as conn:
-        after = {c.table: c for c in table_checksums(conn, exclude_schemas=("rollgate",))}
+    # The apps are stopped: nothing writes to the copy, so two sessions can sum it.
+    state.start_checksums = parallel_table_checksums(dsn, exclude_schemas=("rollgate",))
+    after = {c.table: c for c in state.start_checksums}
     problems = []
     for before in manifest.tables:
         if before.table.startswith("rollgate."):
@@ -701,11 +737,21 @@ def _run_smoke(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
         return {"status": NOT_RUN, "reason": SMOKE_MISSING}
     # Imported by name: smoke.run is another module's API, absent until it is installed.
     smoke_run = importlib.import_module("smoke.run")
+    write_checksums = importlib.import_module("smoke.prepare").write_checksums
     options = state.options
     output = options.report_dir / "smoke"
+    assert state.server is not None and state.rehearsal_db is not None
+    # The suite starts from the copy verify restored (and the rehearsal reverted to
+    # release N, unchanged), on the same server: no second server, no second restore.
     smoke_options = smoke_run.SmokeOptions(
-        snapshot=state.snapshot_id,
-        store=options.store.uri,
+        database=state.rehearsal_db,
+        server_handoff=handoff(state.server),
+        # Summed by the revert check a moment ago, with nothing written since.
+        start_checksums=(
+            write_checksums(output / "start-checksums.json", state.start_checksums)
+            if state.start_checksums
+            else None
+        ),
         aws_endpoint_url=options.aws_endpoint_url,
         migrations=options.migrations_dir,
         schema=options.schema_path,

@@ -132,6 +132,11 @@ def test_a_healthy_release_passes_every_step_it_can_run(
     assert statuses["budget"] == "passed"
     if smoke_available():
         assert report.verdict == GO and report.exit_code == 0
+        # The suite ran on the copy verify restored, from the checksums the revert summed.
+        prepared = report.step("rehearse").details["smoke"]["summary"]["prepared"]
+        assert any("no second restore" in note for note in prepared["notes"])
+        assert any("start checksums from" in note for note in prepared["notes"])
+        assert "restore_snapshot" not in prepared["timings_seconds"]
     else:
         assert statuses["rehearse"] == "inconclusive"
         assert report.verdict == INCONCLUSIVE and report.exit_code == 2
