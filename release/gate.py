@@ -654,9 +654,21 @@ def _writer_probe(dsn: str, budget: float) -> Iterator[list[str]]:
 
 
 def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
-    """The new app, then release N's app, on the new schema (processes); then the revert."""
+    """The new app, then release N's app, on the new schema; then the revert.
+
+    Each release runs from its image (``--app-image``, ``--previous-app-image``)
+    when Docker answers and the image is present, else as processes of this
+    checkout; ``runs_as`` says which, and why.
+    """
     options = state.options
-    result: dict[str, Any] = {"runs_as": "processes (python -m app)", "image": options.app_image}
+    runners = {
+        "new": apps.choose_app_runner(apps.AUTO, options.app_image),
+        "previous": apps.choose_app_runner(apps.AUTO, options.previous_app_image),
+    }
+    result: dict[str, Any] = {
+        "runs_as": {release: runner.to_dict() for release, runner in runners.items()},
+        "image": options.app_image,
+    }
     logs = options.report_dir / "logs"
     workdir = options.report_dir / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -670,7 +682,10 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
         new_env = apps.app_env(dsn, queues, endpoint, workdir, "new", **extra)
         previous_env = apps.app_env(dsn, queues, endpoint, workdir, "previous")
         state.progress("starting the new app and release N's app on the new schema")
-        new, previous = _app_checks({"new": new_env, "previous": previous_env}, logs)
+        new, previous = _app_checks(
+            {"new": (runners["new"], new_env), "previous": (runners["previous"], previous_env)},
+            logs,
+        )
         result["new_app"] = new
         if not new["ok"]:
             step.findings.append(f"the new app release is not ready: {new['reason']}")
@@ -692,19 +707,18 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
 
 
 def _app_checks(
-    envs: Mapping[str, Mapping[str, str]], logs: Path
+    releases: Mapping[str, tuple[apps.AppRunner, Mapping[str, str]]], logs: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Start each release's web process at once; ready within 20 s, basic requests answered?
+    """Start each release's web at once; ready within 20 s, basic requests answered?
 
     Both run against the same database (the new schema), as they would side by
     side during a rolling deploy; starting them together halves the wait.
     """
-    started = {
-        release: apps.start_app("web", env, logs, f"gate-{release}")
-        for release, env in envs.items()
-    }
+    started: dict[str, apps.AppProcess] = {}
     outcomes: dict[str, dict[str, Any]] = {}
     try:
+        for release, (runner, env) in releases.items():
+            started[release] = runner.start("web", env, logs, f"gate-{release}")
         for release, web in started.items():
             readiness = apps.wait_ready(web, timeout=20)
             outcome: dict[str, Any] = {"readiness": readiness.to_dict(), "log": str(web.log_path)}

@@ -459,7 +459,8 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
         "rehearse",
         _rehearse,
         "rehearse a whole release on this machine: deploy N, gate and deploy N+1 under "
-        "traffic, an incident, `rollback run`, and the proof (no cloud, no Docker)",
+        "traffic, an incident, `rollback run`, and the proof (no cloud; the app image when "
+        "Docker has it, else processes)",
         "rehearse",
     )
     rehearse.add_argument(
@@ -478,6 +479,19 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
         type=_positive_seconds,
         default=900.0,
         help="recovery-time budget (default: 900)",
+    )
+    rehearse.add_argument(
+        "--app-runner",
+        default="auto",
+        choices=("auto", "image", "processes"),
+        help="how the app runs: its image (a container per role), processes (python -m app), "
+        "or auto: the image when Docker answers and it is built, else processes (default)",
+    )
+    rehearse.add_argument(
+        "--app-image",
+        default="rollgate/app:dev",
+        help="the app image releases N and N+1 run from (default: rollgate/app:dev, "
+        "what `bash app/image/build.sh` builds)",
     )
 
 
@@ -509,6 +523,8 @@ def _rehearse(opts: Options, args: argparse.Namespace) -> Outcome:
         scenario=args.scenario,
         report_dir=args.report_dir,
         rto_seconds=args.rto_seconds,
+        app_runner=args.app_runner,
+        app_image=args.app_image,
     )
 
 

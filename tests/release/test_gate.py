@@ -16,6 +16,7 @@ from core.sizes import parse_size
 from db.migrations import BUNDLED_SCHEMA, load_migrations
 from db.sample import generate_sample
 from db.schemafile import generate_schema
+from release.apps import DEFAULT_APP_IMAGE
 from release.gate import (
     GATE_LOG,
     GO,
@@ -221,3 +222,33 @@ def test_a_recorded_go_stays_go(tmp_path) -> None:
     )
     record_report(report, store)
     assert report.verdict == GO and report.entry_sha256 and report.ledger_error is None
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_app_checks_run_both_releases_from_their_image_and_catch_an_n_minus_1_break(
+    production_dsn, tmp_path
+) -> None:
+    """With images and Docker, the new and the previous web run as containers."""
+    store = open_store(str(tmp_path / "store"))
+    report = run_gate(
+        _options(
+            production_dsn,
+            store,
+            scenario_migrations("incompatible-schema", tmp_path),
+            tmp_path,
+            app_image=DEFAULT_APP_IMAGE,
+            previous_app_image=DEFAULT_APP_IMAGE,
+        )
+    )
+    assert report.verdict == NO_GO
+    apps = report.step("rehearse").details["apps"]
+    assert {release: r["runs_as"] for release, r in apps["runs_as"].items()} == {
+        "new": f"container {DEFAULT_APP_IMAGE}",
+        "previous": f"container {DEFAULT_APP_IMAGE}",
+    }
+    # Ready (the containers reached the database), then broken by the renamed column.
+    assert apps["previous_app"]["readiness"]["ready"] is True
+    assert not apps["previous_app"]["ok"]
+    assert "POST /tasks answered 500" in apps["previous_app"]["reason"]
+    assert "cannot run on the new schema" in " ".join(report.step("rehearse").findings)

@@ -19,6 +19,7 @@ from db.migrations import load_migrations
 from db.roles import READER_GROUP
 from db.runner import MigrationRunner
 from release import apps, standins
+from release.apps import DEFAULT_APP_IMAGE
 from release.rehearse import (
     AUDIT_ROLE,
     RehearsalOptions,
@@ -59,7 +60,12 @@ def test_the_broken_scenarios_the_issue_names_exist() -> None:
 @pytest.mark.slow
 def test_a_broken_release_ends_in_no_go_with_nothing_rolled_out(tmp_path) -> None:
     report = rehearse(
-        RehearsalOptions(size="1MB", scenario="destructive-down", report_dir=tmp_path / "r")
+        RehearsalOptions(
+            size="1MB",
+            scenario="destructive-down",
+            report_dir=tmp_path / "r",
+            app_runner="processes",
+        )
     )
     assert report.gate_verdict == "no-go"
     assert report.outcome == "passed"  # the scenario expects no-go
@@ -70,7 +76,22 @@ def test_a_broken_release_ends_in_no_go_with_nothing_rolled_out(tmp_path) -> Non
 
 
 @pytest.mark.slow
-def test_rehearse_end_to_end_restores_with_rpo_0_and_every_task_accounted_for(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("runner", "size", "runs_as"),
+    [
+        pytest.param("processes", "10MB", "processes", id="processes"),
+        pytest.param(
+            "image",
+            "5MB",
+            f"container {DEFAULT_APP_IMAGE}",
+            id="image",
+            marks=pytest.mark.docker,
+        ),
+    ],
+)
+def test_rehearse_end_to_end_restores_with_rpo_0_and_every_task_accounted_for(
+    tmp_path, runner, size, runs_as
+) -> None:
     """The main job, through the CLI: deploy, gate, roll out, incident, rollback, proof."""
     report_dir = tmp_path / "report"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -81,7 +102,9 @@ def test_rehearse_end_to_end_restores_with_rpo_0_and_every_task_accounted_for(tm
             "rollgate",
             "rehearse",
             "--size",
-            "10MB",
+            size,
+            "--app-runner",
+            runner,
             "--report-dir",
             str(report_dir),
         ],
@@ -115,6 +138,21 @@ def test_rehearse_end_to_end_restores_with_rpo_0_and_every_task_accounted_for(tm
     assert (report_dir / "gate" / "gate-report.json").is_file()
     assert (report_dir / "logs" / "rehearsal.log").is_file()
     assert any(p.name.startswith("app-worker-N+1") for p in (report_dir / "logs").iterdir())
+    # How the app ran, said in the timeline, the text output and the HTML.
+    assert timeline["app_runner"]["runs_as"] == runs_as
+    assert f"app: {runs_as}" in result.stdout and f"The app ran as {runs_as}" in html
+    gate = json.loads((report_dir / "gate" / "gate-report.json").read_text())
+    rehearsed = next(s for s in gate["steps"] if s["name"] == "rehearse")["details"]
+    assert {r["runs_as"] for r in rehearsed["apps"]["runs_as"].values()} == {runs_as}
+    if runner == "image":
+        # ECS and the release records name the image that ran; the smoke suite's N-1
+        # checks ran it too instead of being skipped.
+        stand_ins = timeline["steps"][0]["details"]
+        assert stand_ins["ecs_images"] == {
+            release: {"web": DEFAULT_APP_IMAGE, "worker": DEFAULT_APP_IMAGE}
+            for release in ("N", "N+1")
+        }
+        assert rehearsed["smoke"]["summary"]["n_minus_1"]["checked"] is True
 
 
 # --- the post-deploy step, on its own -------------------------------------------------------
