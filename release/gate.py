@@ -11,13 +11,15 @@ Steps, in order; the first that fails ends the gate with **no-go**:
    replication slot, so a rollback by restore can replay later writes).
 3. **verify**: the snapshot restored on a throwaway Postgres and compared with
    its manifest; only a verified snapshot lets the rollout continue.
-4. **rehearse**, on a second restore of that snapshot:
+4. **rehearse**, on the copy verify restored (no second restore):
    the pending migrations applied while a probe measures how long writers
    wait on each table, then reverted, with the data compared before and after;
-   the new app (processes, on a loopback SQS sandbox) must become ready and
-   serve its basic requests; release N's app must do the same on the new
-   schema (N-1 compatibility); then the smoke suite (``smoke.run``) when it
-   is installed. Without it the step is **inconclusive** (never go).
+   the new app (its image, or processes of this checkout when no image is
+   given; a given image that cannot run here makes the step inconclusive; on
+   a loopback SQS sandbox) must become ready and serve its basic requests;
+   release N's app must do the same on the new schema (N-1 compatibility);
+   then the smoke suite (``smoke.run``) on the same copy and server. Without
+   the suite the step is **inconclusive** (never go).
 5. **budget**: the rollback plan for this release (``rollback.plan``, fed the
    measured restore and migration times) fits the recovery-time window; no
    migration blocked writers past the lock budget; a release that is not N-1
@@ -499,6 +501,7 @@ def _rehearse(state: _State, step: StepResult) -> None:
         manifest = load_manifest(options.store, state.snapshot_id)
         with checked_artifacts(options.store, manifest) as files:
             restore_dump(files / DUMP_DIRECTORY, dsn, server_major=server.major_version)
+    _app_runners(options)  # a given image that cannot run: inconclusive before any work
     timings: dict[str, float] = {}
     step.details["timings_seconds"] = timings
     with _timed(timings, "migrations"):
@@ -653,18 +656,30 @@ def _writer_probe(dsn: str, budget: float) -> Iterator[list[str]]:
         thread.join(budget + 10)
 
 
+def _app_runners(options: GateOptions) -> dict[str, apps.AppRunner]:
+    """How each release's app runs: a given image must run as that image.
+
+    Falling back to this checkout's processes would rehearse code other than
+    the release's, and call it a pass: a given image that cannot run here
+    (no Docker, image not pulled) makes the rehearsal inconclusive instead.
+    """
+    return {
+        release: apps.choose_app_runner(apps.IMAGE if image else apps.AUTO, image)
+        for release, image in (
+            ("new", options.app_image),
+            ("previous", options.previous_app_image),
+        )
+    }
+
+
 def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
     """The new app, then release N's app, on the new schema; then the revert.
 
     Each release runs from its image (``--app-image``, ``--previous-app-image``)
-    when Docker answers and the image is present, else as processes of this
-    checkout; ``runs_as`` says which, and why.
+    when one is given, else as processes of this checkout; ``runs_as`` says which.
     """
     options = state.options
-    runners = {
-        "new": apps.choose_app_runner(apps.AUTO, options.app_image),
-        "previous": apps.choose_app_runner(apps.AUTO, options.previous_app_image),
-    }
+    runners = _app_runners(options)
     result: dict[str, Any] = {
         "runs_as": {release: runner.to_dict() for release, runner in runners.items()},
         "image": options.app_image,

@@ -252,3 +252,26 @@ def test_the_app_checks_run_both_releases_from_their_image_and_catch_an_n_minus_
     assert not apps["previous_app"]["ok"]
     assert "POST /tasks answered 500" in apps["previous_app"]["reason"]
     assert "cannot run on the new schema" in " ".join(report.step("rehearse").findings)
+
+
+@pytest.mark.slow
+def test_a_given_image_that_cannot_run_is_inconclusive_not_replaced_by_processes(
+    production_dsn, tmp_path
+) -> None:
+    # Rehearsing this checkout's code in place of the release's image would be a pass for
+    # code that is not being shipped.
+    store = open_store(str(tmp_path / "store"))
+    report = run_gate(
+        _options(
+            production_dsn,
+            store,
+            scenario_migrations("healthy", tmp_path),
+            tmp_path,
+            app_image="rollgate/app:no-such-tag",
+        )
+    )
+    rehearse = report.step("rehearse")
+    assert rehearse.status == "inconclusive"
+    assert any("rollgate/app:no-such-tag" in f for f in rehearse.findings), rehearse.findings
+    assert "apps" not in rehearse.details  # refused before any app or migration ran
+    assert report.verdict == INCONCLUSIVE and report.exit_code == 2
