@@ -1,9 +1,17 @@
-"""The app as processes: start ``python -m app web|worker``, probe it, drive traffic.
+"""The app as its image or as processes: start each role, probe it, drive traffic.
 
-The gate and the rehearsal run the app exactly as its image does (``python -m
-app <role>``), as local processes with their output in a log file. Nothing
-here imports ``app``: the processes are the interface, as in production.
-A Docker image is not used here; ``--app-image`` is recorded in the reports.
+The gate and the rehearsal run the app's roles (``python -m app web|worker``)
+one at a time, so a deploy can roll web and worker separately, with each
+role's output in a log file:
+
+* **image** (``AppContainer``): the app image as a container per role, run as
+  ``smoke.apps.container_run_args`` runs it (host loopback, read-only root,
+  non-root), ``docker run`` in the foreground so the log fills as it runs;
+* **processes** (``AppProcess``): ``python -m app <role>`` from this checkout,
+  when Docker or the image is absent.
+
+``choose_app_runner`` picks one (``auto``, ``image``, ``processes``) and says
+why. Nothing here imports ``app``: the roles are the interface, as in production.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -21,11 +30,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from core.errors import CannotRun, ToolUnavailable
+from smoke.apps import (
+    app_image_problem,
+    container_exists,
+    container_run_args,
+    remove_container,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -35,6 +53,14 @@ WEBHOOK_SECRET = "whsec_rehearsal_" + "0" * 20
 MAX_RECEIVE = 3
 #: An env var the app ignores; it marks which release a process plays (same code, N or N+1).
 RELEASE_MARKER = "ROLLGATE_RELEASE"
+#: How the app runs (``--app-runner``): ``auto`` is the image when it can run here.
+AUTO, IMAGE, PROCESSES = "auto", "image", "processes"
+APP_RUNNERS = (AUTO, IMAGE, PROCESSES)
+#: What ``bash app/image/build.sh`` builds (its ``ROLLGATE_APP_IMAGE`` default).
+DEFAULT_APP_IMAGE = "rollgate/app:dev"
+BUILD_COMMAND = "bash app/image/build.sh"
+#: Every app container this module starts is named so; ``docker ps`` tells whose it is.
+CONTAINER_PREFIX = "rollgate-app-"
 
 
 @contextmanager
@@ -187,15 +213,40 @@ class AppProcess:
         return self.process.wait(10)
 
 
+@dataclass
+class AppContainer(AppProcess):
+    """One role of the app image as a container; ``process`` is its ``docker run`` client.
+
+    The client runs in the foreground with the log file as its output, so the
+    log, ``alive()`` and the exit code read as a process's do.
+    """
+
+    name: str = ""
+    image: str = ""
+
+    def stop(self, timeout: float = 20) -> int:
+        """``docker stop`` (SIGTERM, SIGKILL after ``timeout``), then remove the container."""
+        try:
+            if self.process.poll() is None:
+                subprocess.run(
+                    ["docker", "stop", "--time", str(int(timeout)), self.name],
+                    capture_output=True,
+                    check=False,
+                    timeout=timeout + 30,
+                )
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()  # the client only; the container is removed below
+                return self.process.wait(10)
+        finally:
+            remove_container(self.name)
+
+
 def start_app(role: str, env: Mapping[str, str], log_dir: Path, release: str) -> AppProcess:
     """Start ``python -m app role`` with ``env``; its output goes to a log in ``log_dir``."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"app-{role}-{release}.log"
+    log_path, port, env = _prepare(role, env, log_dir, release)
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-    port = None
-    if role == "web":
-        port = free_port()
-        full_env["PORT"] = str(port)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", role],
@@ -205,6 +256,114 @@ def start_app(role: str, env: Mapping[str, str], log_dir: Path, release: str) ->
             stderr=subprocess.STDOUT,
         )
     return AppProcess(role, release, process, log_path, port)
+
+
+def start_container(
+    image: str,
+    role: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    release: str,
+    *,
+    modules: Sequence[str] = (),
+) -> AppContainer:
+    """Start ``role`` from ``image`` as a container (``smoke.apps.container_run_args``).
+
+    ``modules``: single-file modules of this checkout the role needs and the
+    image lacks (mounted read-only, see ``smoke.apps.module_mounts``).
+    """
+    log_path, port, env = _prepare(role, env, log_dir, release)
+    slug = re.sub(r"[^a-zA-Z0-9_.-]", "", release.replace("+", "plus"))
+    name = f"{CONTAINER_PREFIX}{role}-{slug}-{os.getpid()}-{secrets.token_hex(3)}"
+    # auto_remove: a container that exits on its own goes too; stop() removes it either way.
+    args = container_run_args(image, role, env, name, auto_remove=True, modules=modules)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    # Until the engine has created it, `docker stop` and `docker rm` would miss it.
+    wait_until(lambda: process.poll() is not None or container_exists(name), 60)
+    return AppContainer(role, release, process, log_path, port, name=name, image=image)
+
+
+def _prepare(
+    role: str, env: Mapping[str, str], log_dir: Path, release: str
+) -> tuple[Path, int | None, dict[str, str]]:
+    """The role's log file, its port (web only) and its environment with ``PORT``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"app-{role}-{release}.log"
+    port = free_port() if role == "web" else None
+    return log_path, port, {**env, **({"PORT": str(port)} if port else {})}
+
+
+def reap_abandoned_containers() -> list[str]:
+    """Remove throwaway containers (app or Postgres) whose owning process is gone."""
+    from db.throwaway.docker import reap_abandoned
+
+    try:
+        return reap_abandoned()
+    except ToolUnavailable:
+        return []  # no docker-py client here: `docker rm` in stop() is all there is
+
+
+@dataclass(frozen=True)
+class AppRunner:
+    """How the app runs here: ``image`` (a container per role) or ``processes``, and why."""
+
+    kind: str
+    image: str | None
+    reason: str
+
+    @property
+    def description(self) -> str:
+        """``container rollgate/app:dev`` or ``processes``, for reports."""
+        return f"container {self.image}" if self.kind == IMAGE else "processes"
+
+    def start(
+        self,
+        role: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        release: str,
+        *,
+        modules: Sequence[str] = (),
+    ) -> AppProcess:
+        """Start ``role``; ``modules`` matter to a container only (a process has the checkout)."""
+        if self.kind == IMAGE:
+            assert self.image is not None
+            return start_container(self.image, role, env, log_dir, release, modules=modules)
+        return start_app(role, env, log_dir, release)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "image": self.image,
+            "runs_as": self.description,
+            "reason": self.reason,
+        }
+
+
+def choose_app_runner(requested: str, image: str | None) -> AppRunner:
+    """``auto``: the image when Docker answers and ``image`` is present locally, else processes.
+
+    ``image`` raises ``CannotRun`` when it cannot run here; ``processes`` never
+    looks at Docker.
+    """
+    if requested not in APP_RUNNERS:
+        raise CannotRun(f"unknown app runner {requested!r}: choose {', '.join(APP_RUNNERS)}")
+    if requested == PROCESSES:
+        return AppRunner(PROCESSES, None, "--app-runner processes")
+    if not image:
+        if requested == IMAGE:
+            raise CannotRun("--app-runner image needs an image: pass --app-image IMAGE")
+        return AppRunner(PROCESSES, None, "no app image given")
+    problem = app_image_problem(image)
+    if problem is None:
+        return AppRunner(IMAGE, image, f"Docker answers and {image} is present locally")
+    if requested == IMAGE:
+        raise CannotRun(
+            f"cannot run the app as its image: {problem}; build it with `{BUILD_COMMAND}` "
+            "(with Docker running) or use --app-runner processes"
+        )
+    return AppRunner(PROCESSES, None, f"{problem}, so the app runs as processes")
 
 
 def http(

@@ -11,13 +11,15 @@ Steps, in order; the first that fails ends the gate with **no-go**:
    replication slot, so a rollback by restore can replay later writes).
 3. **verify**: the snapshot restored on a throwaway Postgres and compared with
    its manifest; only a verified snapshot lets the rollout continue.
-4. **rehearse**, on a second restore of that snapshot:
+4. **rehearse**, on the copy verify restored (no second restore):
    the pending migrations applied while a probe measures how long writers
    wait on each table, then reverted, with the data compared before and after;
-   the new app (processes, on a loopback SQS sandbox) must become ready and
-   serve its basic requests; release N's app must do the same on the new
-   schema (N-1 compatibility); then the smoke suite (``smoke.run``) when it
-   is installed. Without it the step is **inconclusive** (never go).
+   the new app (its image, or processes of this checkout when no image is
+   given; a given image that cannot run here makes the step inconclusive; on
+   a loopback SQS sandbox) must become ready and serve its basic requests;
+   release N's app must do the same on the new schema (N-1 compatibility);
+   then the smoke suite (``smoke.run``) on the same copy and server. Without
+   the suite the step is **inconclusive** (never go).
 5. **budget**: the rollback plan for this release (``rollback.plan``, fed the
    measured restore and migration times) fits the recovery-time window; no
    migration blocked writers past the lock budget; a release that is not N-1
@@ -38,6 +40,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,15 +50,16 @@ import psycopg
 from psycopg import sql
 
 from core.errors import CannotRun, RollgateError
-from core.postgres import connect
+from core.paths import writable_directory
 from core.progress import Progress, silent
-from db.checksums import table_checksums
+from db.checksums import TableChecksum, parallel_table_checksums
 from db.destructive import DestructiveRevert, classify_reverts
 from db.lint import lint_migrations, lintable_files, set_aside_expected_drops, split_at_baseline
 from db.migrations import Migration, load_migrations
 from db.plan import check_history, current_version
 from db.runner import MigrationRunner
 from db.throwaway import TARGET_POSTGRES_MAJOR, ThrowawayPostgres, create_database, start_throwaway
+from db.throwaway.attached import handoff
 from release import apps
 from rollback import ledger
 from rollback.ecs import Services, ServiceState
@@ -132,6 +136,8 @@ class GateReport:
     entry_sha256: str | None = None
     report_path: Path | None = None
     summary_path: Path | None = None
+    #: Why the report is missing from the store's gate log (``None``: it is there).
+    ledger_error: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -151,6 +157,7 @@ class GateReport:
             "snapshot_id": self.snapshot_id,
             "steps": [s.to_dict() for s in self.steps],
             "entry_sha256": self.entry_sha256,
+            "ledger_error": self.ledger_error,
             "report_path": str(self.report_path) if self.report_path else None,
             "summary_path": str(self.summary_path) if self.summary_path else None,
         }
@@ -185,6 +192,10 @@ class _State:
     previous_app_problems: list[str] = field(default_factory=list)
     rehearsed: bool = False
     rehearsal_db: str | None = None
+    #: The copy's checksums after the rehearsal's revert (the smoke suite starts from them).
+    start_checksums: list[TableChecksum] = field(default_factory=list)
+    #: The verify step's throwaway server, started while the snapshot is taken.
+    server_start: Future[ThrowawayPostgres] | None = None
 
 
 def run_gate(
@@ -194,6 +205,7 @@ def run_gate(
     on_step: StepListener = _no_listener,
 ) -> GateReport:
     """Run every step in order; return the report (written, and chained into the store)."""
+    writable_directory(options.report_dir, "the gate's reports (--report-dir)")
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     state = _State(options, progress)
@@ -207,6 +219,11 @@ def run_gate(
     }
     stopped = False
     with contextlib.ExitStack() as cleanup:
+        if "verify" in options.steps:
+            # Starting a server (1-2 s) needs nothing from the steps before verify:
+            # overlap it with them. Its own progress would interleave, so it is silent.
+            pool = cleanup.enter_context(ThreadPoolExecutor(1, "gate-server-start"))
+            state.server_start = pool.submit(start_throwaway, options.backend)
         cleanup.callback(_close_server, state)
         for step in steps:
             if stopped or step.name not in options.steps:
@@ -258,10 +275,27 @@ def run_gate(
         allow_incompatible=options.allow_incompatible,
         snapshot_id=state.snapshot_id,
     )
-    entry = ledger.append(options.store, GATE_LOG, _ledger_body(report))
-    report.entry_sha256 = entry.entry_sha256
+    record_report(report, options.store)
     write_report(report, options.report_dir)
     return report
+
+
+def record_report(report: GateReport, store: SnapshotStore) -> None:
+    """Chain ``report`` into the store's gate log; a go that cannot be recorded is not go.
+
+    A rollout cites the gate entry it passed (``release record --gate-entry``),
+    so an unrecorded go would be a rollout nobody can trace: it becomes
+    inconclusive. The report is still written by the caller: the work is done,
+    and someone must read why it was not recorded.
+    """
+    try:
+        entry = ledger.append(store, GATE_LOG, _ledger_body(report))
+    except RollgateError as exc:
+        report.ledger_error = f"the report could not be recorded in the store: {exc}"
+        if report.verdict == GO:
+            report.verdict = INCONCLUSIVE
+        return
+    report.entry_sha256 = entry.entry_sha256
 
 
 def _verdict(steps: Sequence[StepResult]) -> str:
@@ -277,7 +311,7 @@ def _verdict(steps: Sequence[StepResult]) -> str:
 
 def _ledger_body(report: GateReport) -> dict[str, Any]:
     body = report.to_dict()
-    for key in ("entry_sha256", "report_path", "summary_path"):
+    for key in ("entry_sha256", "ledger_error", "report_path", "summary_path"):
         body.pop(key, None)
     return body
 
@@ -291,6 +325,11 @@ def _database_name(dsn: str) -> str:
 
 
 def _close_server(state: _State) -> None:
+    if state.server is None and state.server_start is not None:
+        # The gate stopped before verify took the server: wait for it, then stop it.
+        with contextlib.suppress(Exception):
+            state.server = state.server_start.result()
+    state.server_start = None
     if state.server is not None:
         state.server.close()
         state.server = None
@@ -419,9 +458,13 @@ def _snapshot(state: _State, step: StepResult) -> None:
 def _verify(state: _State, step: StepResult) -> None:
     options = state.options
     assert state.snapshot_id is not None
-    state.progress(f"starting a throwaway Postgres ({options.backend}) to restore-test")
-    state.server = start_throwaway(options.backend, progress=state.progress)
-    # The verified copy is kept for the rehearsal, which so needs no second restore.
+    state.progress(f"waiting for the throwaway Postgres ({options.backend}) to restore-test")
+    started, state.server_start = state.server_start, None
+    state.server = started.result() if started is not None else None
+    if state.server is None:
+        state.server = start_throwaway(options.backend, progress=state.progress)
+    # The verified copy is kept for the rehearsal and the smoke suite, which so need no
+    # second restore. It is restored as the RDS-like owner role: migrations run as it.
     state.rehearsal_db = f"gate_{secrets.token_hex(4)}"
     report = verify_snapshot(
         options.store,
@@ -429,6 +472,7 @@ def _verify(state: _State, step: StepResult) -> None:
         state.server,
         migrations=state.migrations,
         keep_as=state.rehearsal_db,
+        as_owner=True,
         progress=state.progress,
     )
     state.restore_seconds = report.restore_seconds
@@ -448,22 +492,28 @@ def _rehearse(state: _State, step: StepResult) -> None:
     assert state.snapshot_id is not None and state.server is not None
     server = state.server
     if state.rehearsal_db is not None:
-        dsn = server.dsn(state.rehearsal_db)  # the copy the verify step restored and checked
+        dsn = server.owner_dsn(state.rehearsal_db)  # the copy verify restored and checked
     else:  # pragma: no cover - verify always keeps its copy when it passes
-        dsn = create_database(server, f"gate_{secrets.token_hex(4)}")
+        dsn = create_database(server, f"gate_{secrets.token_hex(4)}", owner=True)
         state.progress(f"restoring {state.snapshot_id} for the rehearsal")
         from rollback.verify import load_manifest
 
         manifest = load_manifest(options.store, state.snapshot_id)
         with checked_artifacts(options.store, manifest) as files:
             restore_dump(files / DUMP_DIRECTORY, dsn, server_major=server.major_version)
-    step.details["migrations"] = _rehearse_migrations(state, dsn, step)
-    step.details["apps"] = _rehearse_apps(state, dsn, step)
+    _app_runners(options)  # a given image that cannot run: inconclusive before any work
+    timings: dict[str, float] = {}
+    step.details["timings_seconds"] = timings
+    with _timed(timings, "migrations"):
+        step.details["migrations"] = _rehearse_migrations(state, dsn, step)
+    with _timed(timings, "apps_and_revert"):
+        step.details["apps"] = _rehearse_apps(state, dsn, step)
     state.rehearsed = True
     if step.findings and step.status != NOT_RUN:
         step.summary = f"{len(step.findings)} finding(s)"
         raise _Stop
-    smoke = _run_smoke(state, dsn, step)
+    with _timed(timings, "smoke_suite"):
+        smoke = _run_smoke(state, dsn, step)
     step.details["smoke"] = smoke
     if smoke.get("status") == FAILED:
         step.summary = "the smoke suite failed"
@@ -474,6 +524,16 @@ def _rehearse(state: _State, step: StepResult) -> None:
         step.findings.append(f"inconclusive: {SMOKE_MISSING} (smoke/run.py is not installed)")
         return
     step.summary = "migrations up and down, new app, previous app, smoke: all passed"
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record how long the body took in ``timings[name]`` (seconds), even when it raises."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - started, 3)
 
 
 def _rehearse_migrations(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
@@ -518,14 +578,12 @@ def _revert_and_compare(state: _State, dsn: str) -> list[str]:
         conn.execute("DELETE FROM public.execution_tasks WHERE payload ? 'gate_rehearsal'")
         conn.execute("DELETE FROM public.payment_events WHERE stripe_event_id LIKE 'evt\\_gate%%'")
     manifest = load_manifest(state.options.store, state.snapshot_id)
-    with connect(dsn) as conn:
-        # Recomputed by the method the snapshot's checksums were taken with.
-        after = {
-            c.table: c
-            for c in table_checksums(
-                conn, exclude_schemas=("rollgate",), method=manifest.checksum_method
-            )
-        }
+    # The apps are stopped: nothing writes to the copy, so two sessions can sum it,
+    # by the method the snapshot's checksums were taken with.
+    state.start_checksums = parallel_table_checksums(
+        dsn, exclude_schemas=("rollgate",), method=manifest.checksum_method
+    )
+    after = {c.table: c for c in state.start_checksums}
     problems = []
     for before in manifest.tables:
         if before.table.startswith("rollgate."):
@@ -601,10 +659,34 @@ def _writer_probe(dsn: str, budget: float) -> Iterator[list[str]]:
         thread.join(budget + 10)
 
 
+def _app_runners(options: GateOptions) -> dict[str, apps.AppRunner]:
+    """How each release's app runs: a given image must run as that image.
+
+    Falling back to this checkout's processes would rehearse code other than
+    the release's, and call it a pass: a given image that cannot run here
+    (no Docker, image not pulled) makes the rehearsal inconclusive instead.
+    """
+    return {
+        release: apps.choose_app_runner(apps.IMAGE if image else apps.AUTO, image)
+        for release, image in (
+            ("new", options.app_image),
+            ("previous", options.previous_app_image),
+        )
+    }
+
+
 def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
-    """The new app, then release N's app, on the new schema (processes); then the revert."""
+    """The new app, then release N's app, on the new schema; then the revert.
+
+    Each release runs from its image (``--app-image``, ``--previous-app-image``)
+    when one is given, else as processes of this checkout; ``runs_as`` says which.
+    """
     options = state.options
-    result: dict[str, Any] = {"runs_as": "processes (python -m app)", "image": options.app_image}
+    runners = _app_runners(options)
+    result: dict[str, Any] = {
+        "runs_as": {release: runner.to_dict() for release, runner in runners.items()},
+        "image": options.app_image,
+    }
     logs = options.report_dir / "logs"
     workdir = options.report_dir / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -618,7 +700,10 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
         new_env = apps.app_env(dsn, queues, endpoint, workdir, "new", **extra)
         previous_env = apps.app_env(dsn, queues, endpoint, workdir, "previous")
         state.progress("starting the new app and release N's app on the new schema")
-        new, previous = _app_checks({"new": new_env, "previous": previous_env}, logs)
+        new, previous = _app_checks(
+            {"new": (runners["new"], new_env), "previous": (runners["previous"], previous_env)},
+            logs,
+        )
         result["new_app"] = new
         if not new["ok"]:
             step.findings.append(f"the new app release is not ready: {new['reason']}")
@@ -640,19 +725,18 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
 
 
 def _app_checks(
-    envs: Mapping[str, Mapping[str, str]], logs: Path
+    releases: Mapping[str, tuple[apps.AppRunner, Mapping[str, str]]], logs: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Start each release's web process at once; ready within 20 s, basic requests answered?
+    """Start each release's web at once; ready within 20 s, basic requests answered?
 
     Both run against the same database (the new schema), as they would side by
     side during a rolling deploy; starting them together halves the wait.
     """
-    started = {
-        release: apps.start_app("web", env, logs, f"gate-{release}")
-        for release, env in envs.items()
-    }
+    started: dict[str, apps.AppProcess] = {}
     outcomes: dict[str, dict[str, Any]] = {}
     try:
+        for release, (runner, env) in releases.items():
+            started[release] = runner.start("web", env, logs, f"gate-{release}")
         for release, web in started.items():
             readiness = apps.wait_ready(web, timeout=20)
             outcome: dict[str, Any] = {"readiness": readiness.to_dict(), "log": str(web.log_path)}
@@ -693,11 +777,21 @@ def _run_smoke(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
         return {"status": NOT_RUN, "reason": SMOKE_MISSING}
     # Imported by name: smoke.run is another module's API, absent until it is installed.
     smoke_run = importlib.import_module("smoke.run")
+    write_checksums = importlib.import_module("smoke.prepare").write_checksums
     options = state.options
     output = options.report_dir / "smoke"
+    assert state.server is not None and state.rehearsal_db is not None
+    # The suite starts from the copy verify restored (and the rehearsal reverted to
+    # release N, unchanged), on the same server: no second server, no second restore.
     smoke_options = smoke_run.SmokeOptions(
-        snapshot=state.snapshot_id,
-        store=options.store.uri,
+        database=state.rehearsal_db,
+        server_handoff=handoff(state.server),
+        # Summed by the revert check a moment ago, with nothing written since.
+        start_checksums=(
+            write_checksums(output / "start-checksums.json", state.start_checksums)
+            if state.start_checksums
+            else None
+        ),
         aws_endpoint_url=options.aws_endpoint_url,
         migrations=options.migrations_dir,
         schema=options.schema_path,
@@ -870,6 +964,8 @@ def markdown_summary(report: GateReport) -> str:
         lines += [f"- **{name}**: {text}" for name, text in findings]
     if report.allow_incompatible:
         lines += ["", "`--allow-incompatible` was given: recorded in the gate log."]
+    if report.ledger_error:
+        lines += ["", f"**Not recorded**: {report.ledger_error}"]
     if report.entry_sha256:
         lines += [
             "",

@@ -1,4 +1,4 @@
-"""``rollgate rehearse``: a whole release, end to end, on one machine (no cloud, no Docker).
+"""``rollgate rehearse``: a whole release, end to end, on one machine (no cloud; Docker optional).
 
 The stand-ins:
 
@@ -7,14 +7,21 @@ The stand-ins:
 * **AWS**: moto's server on 127.0.0.1: the SQS task queue and its DLQ, the S3
   artifact bucket (the snapshot store), ECS (a cluster, task definitions for
   release N and N+1, the web and worker services) and the RDS snapshot API;
-* **ECS running tasks**: the app as processes (``python -m app web|worker``),
-  started for whatever task definition each service points at (moto keeps
-  the desired state, the rehearsal makes it so);
+* **ECS running tasks**: the app image as one container per role when Docker
+  answers and the image is built (``--app-runner auto``, the default), else
+  the app as processes (``python -m app web|worker``); started for whatever
+  task definition each service points at (moto keeps the desired state, the
+  rehearsal makes it so);
 * **the circuit breaker and the alarms**: ``release.breaker`` (moto ignores
-  both).
+  both);
+* **what the post-deploy suite reads** (``release.standins``): TLS in front of
+  N+1's web (the ALB's part, a certificate from the rehearsal's own CA), the
+  read-only audit role (made by ``db.roles``' bootstrap, with a generated
+  password that only moto's Secrets Manager holds) and the stack's outputs.
 
 Release N+1 is the scenario's migrations plus a "new app version": the same
-app code, marked by the ``ROLLGATE_RELEASE`` variable (the app ignores it).
+app code (or image), marked by the ``ROLLGATE_RELEASE`` variable (the app
+ignores it).
 
 The sequence (each step lands in the timeline with its duration):
 deploy N and start traffic (tasks and signed Stripe webhooks); gate N+1 and
@@ -32,7 +39,6 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -44,6 +50,7 @@ from typing import Any
 import psycopg
 
 from core.errors import CannotRun, RollgateError
+from core.paths import writable_directory
 from core.progress import Progress, silent
 from core.sizes import parse_size
 from db.checksums import table_checksums
@@ -52,7 +59,8 @@ from db.runner import MigrationRunner
 from db.sample import generate_sample
 from db.schemafile import generate_schema
 from db.throwaway import create_database, start_throwaway
-from release import apps
+from infra import outputs
+from release import apps, standins
 from release.breaker import CircuitBreaker, FailureRateAlarm
 from release.gate import GO, INCONCLUSIVE, NOT_RUN, SMOKE_MISSING, GateOptions, run_gate
 from release.scenarios import HEALTHY, Scenario, load_scenario, materialize, release_n_version
@@ -67,8 +75,13 @@ CLUSTER = "rollgate-rehearsal"
 SERVICES = {"web": "rollgate-rehearsal-web", "worker": "rollgate-rehearsal-worker"}
 BUCKET = "rollgate-rehearsal-artifacts"
 INCIDENT_EXECUTOR = "release.scenarios.incident:FailingExecutor"
+#: The incident's module is the rehearsal's, not the app's: a container gets it mounted.
+INCIDENT_MODULE = INCIDENT_EXECUTOR.split(":", 1)[0]
 #: Tables the traffic writes; every other table must come back bit for bit.
 TRAFFIC_TABLES = ("public.execution_tasks", "public.task_outbox", "public.payment_events")
+#: The read-only audit role the post-deploy suite connects as, and the secret holding it.
+AUDIT_ROLE = "rollgate_rehearsal_audit"
+AUDIT_SECRET = "rollgate-rehearsal/db-audit"  # noqa: S105 (a secret's name, not a secret)
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,9 @@ class RehearsalOptions:
     rto_seconds: float = 900.0
     #: Seconds of traffic before the gate, and between the later steps.
     traffic_seconds: float = 3.0
+    #: ``auto`` (the image when it can run here), ``image`` or ``processes``.
+    app_runner: str = apps.AUTO
+    app_image: str = apps.DEFAULT_APP_IMAGE
 
 
 @dataclass
@@ -111,6 +127,8 @@ class RehearsalReport:
     seconds: float
     report_dir: Path
     notes: list[str] = field(default_factory=list)
+    #: How the app ran (``AppRunner.to_dict``): ``container IMAGE`` or ``processes``, and why.
+    app_runner: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -125,6 +143,7 @@ class RehearsalReport:
             "steps": [s.to_dict() for s in self.steps],
             "proof": self.proof,
             "notes": self.notes,
+            "app_runner": self.app_runner,
             "report_dir": str(self.report_dir),
         }
 
@@ -159,6 +178,7 @@ class _World:
     """Everything the rehearsal started; ``close`` stops it all."""
 
     report_dir: Path
+    runner: apps.AppRunner = field(default_factory=lambda: apps.AppRunner(apps.PROCESSES, None, ""))
     endpoint: str = ""
     dsn: str = ""
     store: SnapshotStore | None = None
@@ -166,6 +186,10 @@ class _World:
     task_definitions: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[tuple[str, str], apps.AppProcess] = field(default_factory=dict)
     traffic: apps.Traffic | None = None
+    #: The stand-in stack's TLS (the ALB's certificate and the CA clients trust).
+    certificates: standins.Certificates | None = None
+    #: The audit role's password: only ever in its Secrets Manager secret, never in a file.
+    audit_password: str = field(default="", repr=False)
 
     @property
     def logs(self) -> Path:
@@ -184,10 +208,18 @@ class _World:
             **overrides,
         )
 
-    def start(self, role: str, release: str, **overrides: str) -> apps.AppProcess:
-        process = apps.start_app(role, self.env(release, **overrides), self.logs, release)
+    def start(
+        self, role: str, release: str, *, modules: tuple[str, ...] = (), **overrides: str
+    ) -> apps.AppProcess:
+        process = self.runner.start(
+            role, self.env(release, **overrides), self.logs, release, modules=modules
+        )
         self.processes[(role, release)] = process
         return process
+
+    def image_name(self, release: str) -> str:
+        """What ECS and the release record name: the image that runs, or a stand-in name."""
+        return self.runner.image or f"rollgate-app:{release}"
 
     def stop(self, role: str, release: str) -> None:
         process = self.processes.pop((role, release), None)
@@ -206,19 +238,21 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
 ) -> RehearsalReport:
     """Play the whole release; the report says whether the scenario's expectation held."""
     scenario = load_scenario(options.scenario)
+    app_runner = apps.choose_app_runner(options.app_runner, options.app_image)
     started = time.monotonic()
     report_dir = options.report_dir
-    report_dir.mkdir(parents=True, exist_ok=True)
+    writable_directory(report_dir, "the rehearsal's reports (--report-dir)")
     (report_dir / "work").mkdir(exist_ok=True)
     (report_dir / "logs").mkdir(exist_ok=True)
     progress = _logged(progress, report_dir / "logs" / "rehearsal.log")
     timeline = _Timeline(progress)
-    world = _World(report_dir)
+    world = _World(report_dir, app_runner)
     proof: dict[str, Any] = {}
-    notes: list[str] = [
-        "the app runs as processes (python -m app); release N+1 is the same app code marked "
-        "by ROLLGATE_RELEASE",
-    ]
+    notes: list[str] = [_app_note(app_runner)]
+    if app_runner.kind == apps.IMAGE:
+        reaped = apps.reap_abandoned_containers()
+        if reaped:
+            progress(f"removed {len(reaped)} container(s) left by killed runs")
     gate_verdict: str | None = None
     outcome = "failed"
     migrations_dir = materialize(scenario, report_dir / "work" / "migrations")
@@ -241,7 +275,15 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
             s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
             world.store = open_store(f"s3://{BUCKET}/rollgate", aws_endpoint_url=world.endpoint)
             _create_ecs(world)
-            step.summary = f"Postgres {server.major_version} (embedded), moto at {world.endpoint}"
+            world.certificates = standins.make_certificates(
+                report_dir / "work" / "tls", ["localhost"]
+            )
+            world.audit_password = standins.new_password()
+            step.details = {"app": app_runner.to_dict(), "ecs_images": _ecs_images(world)}
+            step.summary = (
+                f"Postgres {server.major_version} (embedded), moto at {world.endpoint}; "
+                f"the app as {app_runner.description}"
+            )
         with timeline.step("release N: migrate, sample data") as step:
             with MigrationRunner(world.dsn, load_migrations(BUNDLED_MIGRATIONS)) as runner:
                 runner.migrate()
@@ -258,7 +300,7 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
             release_n = record_release(
                 world.store,
                 commit="release-N",
-                app_image="rollgate-app:N",
+                app_image=world.image_name("N"),
                 schema_version=release_n_version(),
                 cluster=CLUSTER,
                 service_names=SERVICES,
@@ -267,8 +309,10 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
             world.traffic = apps.Traffic(web.url)
             world.traffic.start()
             time.sleep(options.traffic_seconds)
-            step.details = {"release": release_n.to_dict()}
-            step.summary = f"recorded {release_n.label}; traffic running"
+            step.details = {"release": release_n.to_dict(), "app": app_runner.to_dict()}
+            step.summary = (
+                f"recorded {release_n.label}; app as {app_runner.description}; traffic running"
+            )
         with timeline.step("RDS: snapshot API (moto)") as step:
             step.details = _rds_snapshot(world.endpoint)
             step.summary = f"DB snapshot {step.details['snapshot']} ({step.details['status']})"
@@ -284,10 +328,11 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
                     schema_path=schema_path,
                     stack="dev",
                     stack_dir=apps.REPO,
-                    # No images: the apps run as processes here (the smoke suite too);
-                    # the ECS task definitions carry the image names.
-                    app_image=None,
-                    previous_app_image=None,
+                    # N+1 is release N's image marked as N+1 (one image plays both), so
+                    # the gate's app checks and the smoke suite's N-1 checks run it as a
+                    # container; with processes, no image: they run processes too.
+                    app_image=app_runner.image,
+                    previous_app_image=app_runner.image,
                     aws_endpoint_url=world.endpoint,
                     rto_seconds=options.rto_seconds,
                     lock_budget_seconds=scenario.lock_budget_seconds or 5.0,
@@ -335,6 +380,7 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
                 outcome = "failed"
                 notes.append(f"scenario {scenario.name} expected no-go, but the gate let it pass")
     report = RehearsalReport(
+        app_runner=app_runner.to_dict(),
         scenario=scenario.to_dict(),
         outcome=outcome,
         gate_verdict=gate_verdict,
@@ -346,6 +392,18 @@ def rehearse(  # noqa: PLR0915 (one sequence, read top to bottom, is the point)
     )
     write_reports(report)
     return report
+
+
+def _app_note(runner: apps.AppRunner) -> str:
+    if runner.kind == apps.IMAGE:
+        return (
+            f"the app runs as its image: one container {runner.image} per role ({runner.reason}); "
+            "release N+1 is the same image marked by ROLLGATE_RELEASE"
+        )
+    return (
+        f"the app runs as processes (python -m app): {runner.reason}; release N+1 is the same "
+        "app code marked by ROLLGATE_RELEASE"
+    )
 
 
 def _logged(progress: Progress, path: Path) -> Progress:
@@ -381,7 +439,7 @@ def _create_ecs(world: _World) -> None:
                 containerDefinitions=[
                     {
                         "name": role,
-                        "image": f"rollgate-app:{release}",
+                        "image": world.image_name(release),
                         "memory": 512,
                         "command": ["python", "-m", "app", role],
                         "environment": [{"name": apps.RELEASE_MARKER, "value": release}],
@@ -401,6 +459,22 @@ def _create_ecs(world: _World) -> None:
                 "minimumHealthyPercent": 100,
             },
         )
+
+
+def _ecs_images(world: _World) -> dict[str, dict[str, str]]:
+    """The image each release's task definitions name, as moto's ECS holds them."""
+    ecs = apps.aws_client("ecs", world.endpoint)
+    return {
+        release: {
+            role: str(
+                ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"][
+                    "containerDefinitions"
+                ][0]["image"]
+            )
+            for role, arn in by_role.items()
+        }
+        for release, by_role in world.task_definitions.items()
+    }
 
 
 def _rds_snapshot(endpoint: str) -> dict[str, Any]:
@@ -484,7 +558,7 @@ def _roll_out_and_back(  # noqa: PLR0915 (one sequence, read top to bottom)
         release = record_release(
             world.store,
             commit="release-N+1",
-            app_image="rollgate-app:N+1",
+            app_image=world.image_name("N+1"),
             schema_version=migrations[-1].version,
             cluster=CLUSTER,
             service_names=SERVICES,
@@ -502,7 +576,11 @@ def _roll_out_and_back(  # noqa: PLR0915 (one sequence, read top to bottom)
         _post_deploy(world, migrations, step)
     with timeline.step("incident: N+1's worker fails its tasks; alarm model") as step:
         world.stop("worker", "N+1")
-        worker = world.start("worker", "N+1", ROLLGATE_EXECUTOR=INCIDENT_EXECUTOR)
+        # The failing executor is not in the app image: a container gets that one module
+        # mounted read-only and on its PYTHONPATH (smoke.apps.module_mounts), nothing else.
+        worker = world.start(
+            "worker", "N+1", modules=(INCIDENT_MODULE,), ROLLGATE_EXECUTOR=INCIDENT_EXECUTOR
+        )
         alarm = FailureRateAlarm()
         breaker = CircuitBreaker(
             SERVICES["worker"], world.task_definitions["N+1"]["worker"], alarms=(alarm,)
@@ -581,7 +659,11 @@ def _roll_out_and_back(  # noqa: PLR0915 (one sequence, read top to bottom)
 
 
 def _post_deploy(world: _World, migrations: list[Any], step: TimelineStep) -> None:
-    """The built-in requests against N+1's web, then the post-deploy smoke suite if installed."""
+    """The built-in requests against N+1's web, then the post-deploy smoke suite if installed.
+
+    The step passes when both pass and fails when either fails: the suite runs against
+    the stand-in stack (``_post_deploy_smoke``), which has everything it reads.
+    """
     web = world.processes[("web", "N+1")]
     problems = apps.smoke_requests(web.url)
     step.details = {"built_in_requests": problems or "all answered"}
@@ -593,51 +675,82 @@ def _post_deploy(world: _World, migrations: list[Any], step: TimelineStep) -> No
         suite = _post_deploy_smoke(world, migrations, web.url)
         step.details["suite"] = suite
         if suite["exit_code"] == 0:
-            step.summary = "the post-deploy smoke suite and the built-in requests passed"
-        elif suite["needs_stack"]:
-            # Its checks need what only a deployed stack has (TLS in front of the app,
-            # the audit role's secret in Secrets Manager): not stood in for here.
-            step.status = "inconclusive"
             step.summary = (
-                "built-in requests passed; the post-deploy suite needs a deployed stack "
-                f"({suite['needs_stack']})"
+                f"the post-deploy smoke suite ({suite['passed']} checks, over TLS, as the "
+                "audit role) and the built-in requests passed"
             )
         else:
             step.status = "failed"
-            step.summary = f"the post-deploy smoke suite failed: {suite['markdown_summary']}"
+            step.summary = (
+                f"the post-deploy smoke suite failed (pytest exit {suite['exit_code']}): "
+                + ("; ".join(suite["failures"]) or f"see {suite['markdown_summary']}")
+            )[:600]
 
 
 def _post_deploy_smoke(world: _World, migrations: list[Any], url: str) -> dict[str, Any]:
+    """The post-deploy suite against the stand-in stack in front of N+1's web at ``url``.
+
+    What a deployed stack has and the rehearsal stands in for (``release.standins``):
+    the audit role, made by the project's bootstrap with a generated password that
+    only its Secrets Manager secret holds; TLS in front of the app, signed by the
+    rehearsal's CA; and the stack's outputs naming all of it.
+    """
     smoke_run = importlib.import_module("smoke.run")
-    outputs = world.report_dir / "work" / "stack-outputs.json"
-    assert world.queues is not None
-    outputs.write_text(
-        json.dumps(
+    assert world.queues is not None and world.certificates is not None
+    role = standins.create_audit_role(world.dsn, AUDIT_ROLE, world.audit_password)
+    secret_arn = standins.publish_audit_secret(
+        world.endpoint, username=AUDIT_ROLE, password=world.audit_password, name=AUDIT_SECRET
+    )
+    path = world.report_dir / "work" / "stack-outputs.json"
+    with standins.TlsFront(url, world.certificates) as front:
+        values = standins.stack_outputs(
+            app_url=front.url,
+            dsn=world.dsn,
+            audit_secret_arn=secret_arn,
+            endpoint=world.endpoint,
+            queue_url=world.queues.url,
+            dlq_url=world.queues.dlq_url,
+        )
+        values.update(
             {
-                "appUrl": url,
-                "queueUrl": world.queues.url,
-                "deadLetterQueueUrl": world.queues.dlq_url,
+                outputs.ARTIFACT_BUCKET: BUCKET,
+                outputs.CLUSTER_NAME: CLUSTER,
+                outputs.WEB_SERVICE_NAME: SERVICES["web"],
+                outputs.WORKER_SERVICE_NAME: SERVICES["worker"],
+                outputs.WEB_TASK_DEFINITION_ARN: world.task_definitions.get("N+1", {}).get("web"),
+                outputs.WORKER_TASK_DEFINITION_ARN: world.task_definitions.get("N+1", {}).get(
+                    "worker"
+                ),
             }
         )
-    )
-    report = smoke_run.run_smoke(
-        smoke_run.SmokeOptions(
-            migrations=world.report_dir / "work" / "migrations",
-            schema=world.report_dir / "work" / "schema-n+1.sql",
-            output_dir=world.report_dir / "smoke-post-deploy",
-            aws_endpoint_url=world.endpoint,
-            post_deploy=True,
-            stack_outputs=outputs,
+        path.write_text(json.dumps(values, indent=2) + "\n")
+        report = smoke_run.run_smoke(
+            smoke_run.SmokeOptions(
+                migrations=world.report_dir / "work" / "migrations",
+                schema=world.report_dir / "work" / "schema-n+1.sql",
+                output_dir=world.report_dir / "smoke-post-deploy",
+                aws_endpoint_url=world.endpoint,
+                post_deploy=True,
+                stack_outputs=path,
+                ca_bundle=world.certificates.ca,
+            )
         )
-    )
-    text = (
-        Path(report.markdown_summary).read_text() if Path(report.markdown_summary).is_file() else ""
-    )
-    missing = re.search(r"stack outputs in \S+ lack ([^|]+)", text)
+    checks = report.summary.get("checks", {}) if isinstance(report.summary, dict) else {}
+    failures = [
+        f"{name.rsplit('::', 1)[-1]}: {check.get('message', '')}".strip()
+        for name, check in checks.items()
+        if isinstance(check, dict) and check.get("outcome") not in ("passed", "skipped")
+    ]
+    if not checks and report.exit_code != 0:
+        failures = [str(report.summary.get("error", "the suite ran no checks"))]
     return {
         "exit_code": report.exit_code,
+        "passed": sum(1 for c in checks.values() if c.get("outcome") == "passed"),
+        "failures": failures,
+        "stack_outputs": str(path),
+        "ca_bundle": str(world.certificates.ca),
+        "audit_role": {**role.to_dict(), "secret_arn": secret_arn},
         "markdown_summary": str(report.markdown_summary),
-        "needs_stack": missing.group(1).strip() if missing else "",
     }
 
 
@@ -929,6 +1042,8 @@ padding:1em;overflow:auto}}</style></head><body>
 <p>{_escape(report.scenario["description"])}. Gate verdict:
 <b>{_escape(report.gate_verdict)}</b> (expected {_escape(report.scenario["expect"])}).
 Total {report.seconds:.1f}s.{" " + _escape(gate_step.summary) if gate_step else ""}</p>
+<p>The app ran as {_escape(report.app_runner.get("runs_as", "processes"))}
+({_escape(report.app_runner.get("reason", ""))}).</p>
 <h2>Timeline</h2>{timeline_svg(report.steps)}
 <h2>Recovery</h2>{budget_svg}
 <h2>Restore</h2>{restore_svg}

@@ -14,6 +14,14 @@ to a temporary instance (``restore_db_instance_from_db_snapshot``), waits for
 it to be available, checks its engine, version and encryption against the
 manifest, and deletes it, recording the verification like any other.
 
+``delete_rds_snapshot`` removes the DB snapshot behind a record that
+``snapshot prune`` deletes, but only the one Rollgate made for that record: a
+manual snapshot of the recorded instance, with the recorded identifier and ARN
+and the ``rollgate-snapshot`` tag naming the record. Anything else (an automated
+snapshot, one a person took, one re-created under the same name) is refused
+and left alone. ``rds_snapshot_status`` reads a snapshot's status for
+``snapshot show``, without ever failing it.
+
 A rollback that must keep writes up to a moment uses point-in-time restore
 instead (``restore_db_instance_to_point_in_time``); see docs/rollback.md.
 """
@@ -34,18 +42,33 @@ from rollback.store import SnapshotStore
 from rollback.verify import VerifyReport, load_manifest, record_verification
 
 _IDENTIFIER = re.compile(r"[^a-zA-Z0-9-]")
+#: The tag ``create_rds_snapshot`` puts on every DB snapshot it takes: the record's id.
+OWNER_TAG = "rollgate-snapshot"
+#: RDS answers a missing snapshot with DBSnapshotNotFound (moto: ...Fault).
+_NOT_FOUND = frozenset({"DBSnapshotNotFound", "DBSnapshotNotFoundFault"})
 
 
 class RdsFailed(CannotRun):
     """An RDS call failed or an instance/snapshot did not reach the state wanted."""
 
 
-def rds_client(endpoint_url: str | None) -> Any:
-    """A boto3 RDS client with bounded retries; ``endpoint_url`` for moto or a VPC endpoint."""
+class NotRollgates(RdsFailed):
+    """The DB snapshot at a recorded identifier is not the one Rollgate made for that record."""
+
+
+def rds_client(endpoint_url: str | None, *, quick: bool = False) -> Any:
+    """A boto3 RDS client with bounded retries; ``endpoint_url`` for moto or a VPC endpoint.
+
+    ``quick``: one attempt and short timeouts, for a read that only adds detail
+    (``snapshot show``) and must not hold the terminal when AWS is unreachable.
+    """
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10)
+    if quick:
+        config = Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5)
+    else:
+        config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10)
     return boto3.client("rds", endpoint_url=endpoint_url, config=config)
 
 
@@ -82,7 +105,7 @@ def create_rds_snapshot(
             lambda: client.create_db_snapshot(
                 DBSnapshotIdentifier=identifier,
                 DBInstanceIdentifier=instance,
-                Tags=[{"Key": "rollgate-snapshot", "Value": snapshot_id}],
+                Tags=[{"Key": OWNER_TAG, "Value": snapshot_id}],
             ),
         )["DBSnapshot"]
         snapshot = _wait(
@@ -134,10 +157,7 @@ def verify_rds_snapshot(
 ) -> VerifyReport:
     """Restore the snapshot to a temporary instance, check it, delete it; record the result."""
     started = time.monotonic()
-    manifest = load_manifest(store, snapshot_id)
-    if manifest.rds is None:
-        raise CannotRun(f"snapshot {snapshot_id} is a logical snapshot, not an RDS one")
-    rds = manifest.rds
+    rds = _rds_section(load_manifest(store, snapshot_id))
     problems: list[str] = []
     temporary = rds_identifier(snapshot_id, "rollgate-verify")
     progress(f"restoring RDS snapshot {rds.snapshot_identifier} to a temporary instance")
@@ -198,6 +218,106 @@ def verify_rds_snapshot(
     if record:
         record_verification(store, report)
     return report
+
+
+def delete_rds_snapshot(client: Any, manifest: Manifest) -> str:
+    """Delete the DB snapshot Rollgate took for ``manifest``; returns what happened.
+
+    ``"deleted"``, or ``"already gone"`` when RDS has no snapshot by that name
+    (deleted by hand, or by a prune that died before it removed the record).
+    Raises ``NotRollgates`` when the snapshot there is not provably the one
+    recorded, and ``RdsFailed`` when RDS refuses the deletion (permissions, a
+    snapshot still being created or copied); either way nothing was deleted.
+    """
+    rds = _rds_section(manifest)
+    identifier = rds.snapshot_identifier
+    described = _describe_snapshot(client, identifier)
+    if described is None:
+        return "already gone"
+    problems = _ownership_problems(client, manifest, described)
+    if problems:
+        raise NotRollgates(
+            f"RDS snapshot {identifier} was left alone: it is not the one Rollgate took for "
+            f"snapshot {manifest.id} ({'; '.join(problems)}). Delete it by hand if it is no "
+            "longer wanted, then prune again",
+            details={"snapshot": manifest.id, "rds_snapshot": identifier, "problems": problems},
+        )
+    try:
+        client.delete_db_snapshot(DBSnapshotIdentifier=identifier)
+    except Exception as exc:  # botocore's errors share no narrower base worth naming
+        if _error_code(exc) in _NOT_FOUND:
+            return "already gone"  # deleted between the read and the delete
+        raise RdsFailed(
+            f"RDS refused to delete RDS snapshot {identifier} (snapshot {manifest.id}): {exc}",
+            details={"snapshot": manifest.id, "rds_snapshot": identifier},
+        ) from exc
+    return "deleted"
+
+
+def rds_snapshot_status(rds: RdsSnapshot, *, endpoint_url: str | None) -> str:
+    """The DB snapshot's status in RDS (``available``, ``creating``, ...), ``not found``
+    when it is gone, or ``unknown (<why>)`` when RDS cannot be asked; never raises.
+
+    One call with a quick client: the status is a detail of ``snapshot show``,
+    which must still show the manifest when AWS is unreachable.
+    """
+    try:
+        client = rds_client(endpoint_url, quick=True)
+        described = _describe_snapshot(client, rds.snapshot_identifier)
+    except RdsFailed as exc:
+        return f"unknown ({exc.message})"
+    except Exception as exc:  # no region or credentials configured: botocore's own errors
+        return f"unknown ({exc})"
+    return "not found" if described is None else str(described.get("Status", "unknown"))
+
+
+def _rds_section(manifest: Manifest) -> RdsSnapshot:
+    if manifest.rds is None:
+        raise CannotRun(f"snapshot {manifest.id} is a logical snapshot, not an RDS one")
+    return manifest.rds
+
+
+def _describe_snapshot(client: Any, identifier: str) -> dict[str, Any] | None:
+    """The DB snapshot's description, or None when RDS has none by that name."""
+    try:
+        found = client.describe_db_snapshots(DBSnapshotIdentifier=identifier)["DBSnapshots"]
+    except Exception as exc:  # botocore's errors share no narrower base worth naming
+        if _error_code(exc) in _NOT_FOUND:
+            return None
+        raise RdsFailed(f"cannot read RDS snapshot {identifier}: {exc}") from exc
+    return dict(found[0]) if found else None
+
+
+def _ownership_problems(client: Any, manifest: Manifest, described: dict[str, Any]) -> list[str]:
+    """Why ``described`` is not the DB snapshot ``create_rds_snapshot`` took for ``manifest``."""
+    rds = _rds_section(manifest)
+    problems = []
+    if rds.snapshot_identifier != rds_identifier(manifest.id):
+        problems.append(f"Rollgate names its snapshot {rds_identifier(manifest.id)}")
+    kind = described.get("SnapshotType")
+    if kind != "manual":
+        problems.append(f"its type is {kind}; Rollgate takes only manual snapshots")
+    if described.get("DBInstanceIdentifier") != rds.instance:
+        problems.append(
+            f"it is of instance {described.get('DBInstanceIdentifier')}, recorded {rds.instance}"
+        )
+    if rds.arn and described.get("DBSnapshotArn") != rds.arn:
+        problems.append(f"its ARN is {described.get('DBSnapshotArn')}, recorded {rds.arn}")
+    tags = described.get("TagList")
+    if tags is None:  # older API versions leave the tags out of the description
+        tags = _call(
+            f"read the tags of RDS snapshot {rds.snapshot_identifier}",
+            lambda: client.list_tags_for_resource(ResourceName=described["DBSnapshotArn"]),
+        )["TagList"]
+    owner = {tag.get("Key"): tag.get("Value") for tag in tags}.get(OWNER_TAG)
+    if owner != manifest.id:
+        problems.append(f"its {OWNER_TAG} tag is {owner!r}, not {manifest.id!r}")
+    return problems
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def _release(release: ReleaseInfo) -> Any:

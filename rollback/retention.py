@@ -6,6 +6,17 @@ the retention policy, what to delete and why each kept snapshot stays;
 ``prune`` carries the plan out (and drops the replication slots of what it
 deletes, since a slot pins WAL on the source for as long as it exists).
 
+An RDS-backed record has an RDS manual snapshot behind it, which costs money
+for as long as it exists. ``prune`` deletes that DB snapshot first and the
+record second (``rollback.rds.delete_rds_snapshot``, which touches only the
+snapshot Rollgate took for that record). In that order a prune that dies in
+between leaves a record whose DB snapshot is gone; the next prune finds it
+"already gone" and removes the record, so reruns converge. The other order
+would leave a DB snapshot that no record names, paid for and never found
+again. When the DB snapshot cannot be deleted (RDS refuses, or it is not
+Rollgate's) the record is kept, so nothing is orphaned silently, and the
+prune ends with ``PruneIncomplete`` (exit 2) naming it.
+
 The policy:
 
 * keep the newest ``keep`` snapshots;
@@ -23,7 +34,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import CheckFailed
+from core.errors import CannotRun, CheckFailed, RollgateError
+from core.progress import Progress, silent
 from rollback.manifest import CorruptSnapshot, Manifest
 from rollback.store import SnapshotStore
 from rollback.verify import latest_verification, load_manifest
@@ -52,6 +64,7 @@ class SnapshotSummary:
             "rows": m.total_rows if m else None,
             "bytes": m.total_bytes if m else None,
             "slot": m.slot.name if m and m.slot else None,
+            "rds": _rds_summary(m) if m else None,
             "verified": self.verified,
             "verified_at": (self.verification or {}).get("verified_at"),
             "restore_seconds": (self.verification or {}).get("restore_seconds"),
@@ -59,13 +72,47 @@ class SnapshotSummary:
         }
 
 
+def _rds_summary(manifest: Manifest) -> dict[str, Any] | None:
+    rds = manifest.rds
+    if rds is None:
+        return None
+    return {
+        "snapshot_identifier": rds.snapshot_identifier,
+        "instance": rds.instance,
+        "engine": rds.engine,
+        "engine_version": rds.engine_version,
+        "arn": rds.arn,
+    }
+
+
 @dataclass(frozen=True)
 class PrunePlan:
     delete: tuple[str, ...]
     keep: dict[str, str] = field(default_factory=dict)  # id -> why it stays
+    rds_snapshots: dict[str, str] = field(default_factory=dict)  # id -> its RDS snapshot, deleted
 
     def to_dict(self) -> dict[str, Any]:
-        return {"delete": list(self.delete), "keep": dict(self.keep)}
+        return {
+            "delete": list(self.delete),
+            "keep": dict(self.keep),
+            "rds_snapshots": dict(self.rds_snapshots),
+        }
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``prune`` did."""
+
+    deleted: tuple[str, ...]
+    rds: dict[str, str] = field(default_factory=dict)  # RDS identifier -> deleted | already gone
+    kept: dict[str, str] = field(default_factory=dict)  # id -> why its record had to stay
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"deleted": list(self.deleted), "rds": dict(self.rds), "kept": dict(self.kept)}
+
+
+class PruneIncomplete(CannotRun):
+    """Some records were kept because the RDS snapshot behind them could not be deleted."""
 
 
 def list_snapshots(store: SnapshotStore) -> list[SnapshotSummary]:
@@ -105,7 +152,12 @@ def plan_prune(
     if verified:
         reasons.setdefault(verified[-1].id, "the newest verified snapshot")
     delete = tuple(s.id for s in summaries if s.id not in reasons)
-    return PrunePlan(delete=delete, keep=reasons)
+    rds_snapshots = {
+        s.id: s.manifest.rds.snapshot_identifier
+        for s in summaries
+        if s.id in delete and s.manifest and s.manifest.rds
+    }
+    return PrunePlan(delete=delete, keep=reasons, rds_snapshots=rds_snapshots)
 
 
 def prune(
@@ -113,16 +165,46 @@ def prune(
     plan: PrunePlan,
     *,
     drop_slot: Callable[[str], bool] | None = None,
-) -> list[str]:
-    """Delete what ``plan`` says (slots first, when a ``drop_slot`` is given); returns ids."""
+    delete_rds: Callable[[Manifest], str] | None = None,
+    progress: Progress = silent,
+) -> PruneResult:
+    """Delete what ``plan`` says: slots (given ``drop_slot``) and RDS snapshots (given
+    ``delete_rds``, returning "deleted" or "already gone") before their records.
+
+    Raises ``PruneIncomplete`` after the rest is done when an RDS snapshot could
+    not be deleted; its record is then kept.
+    """
     by_id = {s.id: s for s in list_snapshots(store)}
-    deleted = []
+    deleted: list[str] = []
+    rds_outcomes: dict[str, str] = {}
+    kept: dict[str, str] = {}
     for snapshot_id in plan.delete:
         summary = by_id.get(snapshot_id)
         if summary is None:
             continue  # gone already (a concurrent prune): nothing to do
-        if drop_slot and summary.manifest and summary.manifest.slot:
-            drop_slot(summary.manifest.slot.name)
+        manifest = summary.manifest
+        if manifest and manifest.rds:
+            identifier = manifest.rds.snapshot_identifier
+            if delete_rds is None:
+                kept[snapshot_id] = f"no RDS client to delete RDS snapshot {identifier} with"
+                continue
+            try:
+                rds_outcomes[identifier] = delete_rds(manifest)
+            except RollgateError as exc:
+                kept[snapshot_id] = exc.message
+                progress(f"kept snapshot {snapshot_id}: {exc.message}")
+                continue
+            progress(f"RDS snapshot {identifier} {rds_outcomes[identifier]}")
+        if drop_slot and manifest and manifest.slot:
+            drop_slot(manifest.slot.name)
         store.delete(snapshot_id)
         deleted.append(snapshot_id)
-    return deleted
+    result = PruneResult(deleted=tuple(deleted), rds=rds_outcomes, kept=kept)
+    if kept:
+        reasons = "; ".join(f"{snapshot_id}: {why}" for snapshot_id, why in kept.items())
+        raise PruneIncomplete(
+            f"prune deleted {len(deleted)} snapshot(s) but kept the record of {len(kept)} "
+            f"whose RDS snapshot could not be deleted, so none is orphaned: {reasons}",
+            details=result.to_dict(),
+        )
+    return result

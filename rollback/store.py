@@ -26,6 +26,7 @@ job (``rollback.manifest``), so a flipped bit is caught by whoever reads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -131,12 +132,18 @@ def open_store(
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise StoreError(f"invalid store {uri!r}: file:// URIs name a local path")
-        return DirectoryStore(Path(unquote(parsed.path)))
+        return _directory_store(Path(unquote(parsed.path)))
     if parsed.scheme and len(parsed.scheme) > 1:  # "C:" would be a drive, not a scheme
         raise StoreError(
             f"unsupported store {uri!r}: use a directory, file:///DIR or s3://BUCKET/PREFIX"
         )
-    return DirectoryStore(Path(uri))
+    return _directory_store(Path(uri))
+
+
+def _directory_store(root: Path) -> DirectoryStore:
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"store {root} is a file, not a directory: pass a directory")
+    return DirectoryStore(root)
 
 
 def check_snapshot_id(snapshot_id: str) -> str:
@@ -287,15 +294,21 @@ class DirectoryStore:
             directory.mkdir(parents=True, exist_ok=True)
             _write_durably(temporary, data)
             # link(2) fails if the name exists: exclusive, and the entry appears
-            # complete or not at all (a crash leaves only a dot-file).
-            os.link(temporary, target)
+            # complete or not at all (a crash leaves only a dot-file). Only this
+            # FileExistsError means another writer: mkdir's (a file where the log's
+            # directory belongs) is a broken store.
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                raise LogEntryExists(f"{target}: already written by another writer") from None
             _fsync_directory(directory)
-        except FileExistsError:
-            raise LogEntryExists(f"{target}: already written by another writer") from None
         except OSError as exc:
             raise StoreError(f"cannot append to log {log} in {self.root}: {exc}") from exc
         finally:
-            temporary.unlink(missing_ok=True)
+            # Never let the cleanup mask the real error (the directory may be missing,
+            # or not a directory at all).
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
 
     def log_entries(self, log: str) -> list[tuple[str, bytes]]:
         directory = self.root / LOGS / check_snapshot_id(log)

@@ -120,12 +120,16 @@ def verify_snapshot(
     jobs: int = 2,
     record: bool = True,
     keep_as: str | None = None,
+    as_owner: bool = False,
     progress: Progress = silent,
 ) -> VerifyReport:
     """Restore-test ``snapshot_id`` on ``server``; the report lists every problem found.
 
     ``keep_as``: when the snapshot verifies, keep the restored database under
     this name instead of dropping it (the gate rehearses on it: no second restore).
+    ``as_owner``: restore as the server's RDS-like ``rollgate_owner`` rather than
+    its superuser, so the copy belongs to the role migrations run as in production
+    (and a snapshot that only a superuser could restore fails here, not later).
     """
     started = time.monotonic()
     manifest = load_manifest(store, snapshot_id)
@@ -135,7 +139,7 @@ def verify_snapshot(
     progress(f"checking the {len(manifest.files)} artifact files of {snapshot_id}")
     with checked_artifacts(store, manifest) as files:
         name = f"verify_{secrets.token_hex(4)}"
-        dsn = create_database(server, name)
+        dsn = create_database(server, name, owner=as_owner)
         try:
             progress(f"restoring into a throwaway database ({server.backend}, -j{jobs})")
             restore_started = time.monotonic()

@@ -326,7 +326,12 @@ def _db_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> None
         groups, "sample", _sample, "fill a migrated database with production-shaped data", "sample"
     )
     sample.add_argument("--size", default="250MB", help="target size, e.g. 250MB, 1.5GB")
-    sample.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
+    sample.add_argument(
+        "--seed",
+        type=_whole_number(0, 2**31 - 1),
+        default=42,
+        help="random seed (same seed, same data)",
+    )
     sample.add_argument(
         "--max-size",
         default=DEFAULT_MAX_SAMPLE_SIZE,
@@ -420,14 +425,16 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
     gate.add_argument("--stack", default=None, help="Pulumi stack whose config is validated")
     gate.add_argument(
         "--rto-seconds",
-        type=float,
-        default=float(os.environ.get("ROLLGATE_RTO_SECONDS") or 900),
+        type=_positive_seconds,
+        # A string default goes through `type` when parsed, so a bad environment
+        # value is a usage error (exit 2), not a crash while building the parser.
+        default=os.environ.get("ROLLGATE_RTO_SECONDS") or "900",
         help="recovery-time window the rollback plan must fit (default: "
         "$ROLLGATE_RTO_SECONDS, else 900)",
     )
     gate.add_argument(
         "--lock-budget-seconds",
-        type=float,
+        type=_positive_seconds,
         default=5.0,
         help="longest a migration may block writers of a table (default: 5)",
     )
@@ -437,7 +444,7 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
         help="accept a release whose schema release N's app cannot run on (recorded)",
     )
     gate.add_argument(
-        "--report-dir", type=Path, default=Path("gate-report"), help="where reports go"
+        "--report-dir", type=_path_option, default=Path("gate-report"), help="where reports go"
     )
     gate.add_argument("--commit", default=None, help="the bundle commit being gated")
     gate.add_argument(
@@ -452,7 +459,8 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
         "rehearse",
         _rehearse,
         "rehearse a whole release on this machine: deploy N, gate and deploy N+1 under "
-        "traffic, an incident, `rollback run`, and the proof (no cloud, no Docker)",
+        "traffic, an incident, `rollback run`, and the proof (no cloud; the app image when "
+        "Docker has it, else processes)",
         "rehearse",
     )
     rehearse.add_argument(
@@ -464,10 +472,26 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
         help="the N+1 release: healthy (default) or a broken one (see release/scenarios/)",
     )
     rehearse.add_argument(
-        "--report-dir", type=Path, default=Path("rehearsal-report"), help="where reports go"
+        "--report-dir", type=_path_option, default=Path("rehearsal-report"), help="where reports go"
     )
     rehearse.add_argument(
-        "--rto-seconds", type=float, default=900.0, help="recovery-time budget (default: 900)"
+        "--rto-seconds",
+        type=_positive_seconds,
+        default=900.0,
+        help="recovery-time budget (default: 900)",
+    )
+    rehearse.add_argument(
+        "--app-runner",
+        default="auto",
+        choices=("auto", "image", "processes"),
+        help="how the app runs: its image (a container per role), processes (python -m app), "
+        "or auto: the image when Docker answers and it is built, else processes (default)",
+    )
+    rehearse.add_argument(
+        "--app-image",
+        default="rollgate/app:dev",
+        help="the app image releases N and N+1 run from (default: rollgate/app:dev, "
+        "what `bash app/image/build.sh` builds)",
     )
 
 
@@ -499,6 +523,8 @@ def _rehearse(opts: Options, args: argparse.Namespace) -> Outcome:
         scenario=args.scenario,
         report_dir=args.report_dir,
         rto_seconds=args.rto_seconds,
+        app_runner=args.app_runner,
+        app_image=args.app_image,
     )
 
 
@@ -533,7 +559,9 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
     )
     create.add_argument("--release-commit", default=None, help="the bundle commit it protects")
     create.add_argument("--app-image", default=None, help="the app image it protects")
-    create.add_argument("--jobs", type=int, default=2, help="parallel pg_dump jobs (default 2)")
+    create.add_argument(
+        "--jobs", type=_whole_number(1, 64), default=2, help="parallel pg_dump jobs (default 2)"
+    )
     create.add_argument(
         "--rds",
         default=None,
@@ -548,7 +576,7 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
     create.add_argument(
         "--masking-file",
         default=None,
-        type=Path,
+        type=_path_option,
         metavar="FILE",
         help="masking rules for --mask (default: the bundled db/masking.toml)",
     )
@@ -590,7 +618,9 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
         verbs, "prune", _snapshot_prune, "delete snapshots past retention", "snapshot prune"
     )
     store_options(prune)
-    prune.add_argument("--keep", type=int, default=5, help="keep the newest N (default 5)")
+    prune.add_argument(
+        "--keep", type=_whole_number(1, 10_000), default=5, help="keep the newest N (default 5)"
+    )
     prune.add_argument(
         "--protect",
         action="append",
@@ -662,6 +692,29 @@ def _seconds(text: str) -> float:
     if not 0 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, not {text}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    """A budget or window in seconds: a finite number above 0 (at most a day)."""
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], refused clearly otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+        return value
+
+    return parse
 
 
 def _version(text: str) -> int:
@@ -985,26 +1038,28 @@ def _smoke_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> N
     )
     sub.add_argument(
         "--lock-budget",
-        type=float,
+        type=_positive_seconds,
         default=5.0,
         metavar="SECONDS",
         help="longest a migration may block writers (default 5)",
     )
     sub.add_argument(
         "--output-dir",
-        type=Path,
+        type=_path_option,
         default=Path("smoke-report"),
         help="JUnit XML, JSON and Markdown summaries go here (default: ./smoke-report)",
     )
     sub.add_argument("--post-deploy", action="store_true", help="check the live stack instead")
     sub.add_argument(
         "--stack-outputs",
-        type=Path,
+        type=_path_option,
         default=None,
         metavar="FILE",
         help="`pulumi stack output --json` (a file, or - for stdin)",
     )
-    sub.add_argument("--ca-bundle", type=Path, default=None, help="CA for the app's TLS name")
+    sub.add_argument(
+        "--ca-bundle", type=_path_option, default=None, help="CA for the app's TLS name"
+    )
     sub.add_argument("-k", dest="select", default=None, help="run only checks matching (pytest)")
 
 
@@ -1075,9 +1130,14 @@ def _audit_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> N
         "audit trend",
     )
     _store_options(trend)
-    trend.add_argument("--html", type=Path, default=None, metavar="FILE", help="write the report")
     trend.add_argument(
-        "--window", type=int, default=5, help="runs compared: last N against the N before"
+        "--html", type=_path_option, default=None, metavar="FILE", help="write the report"
+    )
+    trend.add_argument(
+        "--window",
+        type=_whole_number(1, 1000),
+        default=5,
+        help="runs compared: last N against the N before",
     )
 
 

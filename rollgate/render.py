@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rollback.manifest import Manifest
     from rollback.plan import RollbackPlan
     from rollback.restore import RestoreReport
-    from rollback.retention import PrunePlan, SnapshotSummary
+    from rollback.retention import PrunePlan, PruneResult, SnapshotSummary
     from rollback.run import RollbackOutcome
     from rollback.verify import VerifyReport
 
@@ -278,23 +278,29 @@ def snapshot_list(summaries: Sequence[SnapshotSummary]) -> str:
             continue
         warm = f"warm (verified {data['verified_at']})" if summary.verified else "NOT VERIFIED"
         version = data["schema_version"]
+        rds = summary.manifest.rds if summary.manifest else None
+        held = (
+            f"RDS snapshot {rds.snapshot_identifier} of {rds.instance}"
+            if rds
+            else f"{data['rows']:,} rows  {_mb(data['bytes'] or 0)}"
+        )
         lines.append(
             f"{summary.id}  {data['database']}  schema {version if version is not None else '-'}"
-            f"  {data['rows']:,} rows  {_mb(data['bytes'] or 0)}  {warm}"
+            f"  {held}  {warm}"
         )
     return "\n".join(lines)
 
 
-def snapshot_show(manifest: Manifest, verification: dict[str, Any] | None) -> str:
+def snapshot_show(
+    manifest: Manifest, verification: dict[str, Any] | None, *, rds_status: str | None = None
+) -> str:
     release = manifest.release
     lines = [
         f"snapshot {manifest.id} of {manifest.database} (PostgreSQL {manifest.server_version}), "
         f"taken {manifest.created_at}",
         f"  release: commit {release.bundle_commit or '-'}, image {release.app_image or '-'}, "
         f"schema {release.schema_version if release.schema_version is not None else '-'}",
-        f"  catalog fingerprint {manifest.catalog_fingerprint[:12]}; "
-        f"{len(manifest.tables)} tables, {manifest.total_rows:,} rows; "
-        f"{len(manifest.files)} files, {_mb(manifest.total_bytes)}",
+        *(_rds_lines(manifest, rds_status) if manifest.rds else _contents_lines(manifest)),
         f"  replay slot: {manifest.slot.name} at {manifest.slot.consistent_lsn}"
         if manifest.slot
         else "  replay slot: none (writes after this snapshot cannot be replayed)",
@@ -308,6 +314,31 @@ def snapshot_show(manifest: Manifest, verification: dict[str, Any] | None) -> st
     else:
         lines.append("  never verified: run `rollgate snapshot verify` before trusting it")
     return "\n".join(lines)
+
+
+def _contents_lines(manifest: Manifest) -> list[str]:
+    return [
+        f"  catalog fingerprint {manifest.catalog_fingerprint[:12]}; "
+        f"{len(manifest.tables)} tables, {manifest.total_rows:,} rows; "
+        f"{len(manifest.files)} files, {_mb(manifest.total_bytes)}"
+    ]
+
+
+def _rds_lines(manifest: Manifest, status: str | None) -> list[str]:
+    rds = manifest.rds
+    assert rds is not None  # only called for RDS-backed snapshots
+    encryption = (
+        f"encrypted with {rds.kms_key_id or 'the default key'}"
+        if rds.encrypted
+        else ("NOT encrypted")
+    )
+    return [
+        f"  RDS snapshot {rds.snapshot_identifier} of instance {rds.instance} "
+        f"({rds.engine} {rds.engine_version}), status {status or 'not read'}, {encryption}",
+        f"  ARN {rds.arn or '-'}",
+        "  no table checksums or catalog fingerprint: `verify` restores it to a temporary "
+        "instance to prove it",
+    ]
 
 
 def restore_plan(manifest: Manifest, verification: dict[str, Any] | None) -> str:
@@ -340,10 +371,22 @@ def restore(report: RestoreReport) -> str:
     )
 
 
-def prune(plan: PrunePlan, *, dry_run: bool) -> str:
-    verb = "would delete" if dry_run else "deleted"
-    lines = [f"prune: {verb} {len(plan.delete)} snapshot(s), keeping {len(plan.keep)}"]
-    lines += [f"  {verb} {snapshot_id}" for snapshot_id in plan.delete]
+def prune(plan: PrunePlan, *, done: PruneResult | None = None) -> str:
+    """The plan (``done`` None: a dry run, nothing changed) or what was deleted."""
+    if done is None:
+        lines = [f"prune: would delete {len(plan.delete)} snapshot(s), keeping {len(plan.keep)}"]
+        for snapshot_id in plan.delete:
+            lines.append(f"  would delete {snapshot_id}")
+            if snapshot_id in plan.rds_snapshots:
+                lines.append(f"    RDS snapshot {plan.rds_snapshots[snapshot_id]} would be deleted")
+    else:
+        lines = [f"prune: deleted {len(done.deleted)} snapshot(s), keeping {len(plan.keep)}"]
+        for snapshot_id in done.deleted:
+            lines.append(f"  deleted {snapshot_id}")
+            identifier = plan.rds_snapshots.get(snapshot_id)
+            if identifier in done.rds:
+                what = "was already gone" if done.rds[identifier] == "already gone" else "deleted"
+                lines.append(f"    RDS snapshot {identifier} {what}")
     lines += [f"  keep {snapshot_id}: {why}" for snapshot_id, why in plan.keep.items()]
     return "\n".join(lines)
 

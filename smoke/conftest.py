@@ -57,6 +57,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--smoke-post-deploy", action="store_true")
     add("--smoke-stack-outputs", default=None, help="`pulumi stack output --json` file, or -")
     add("--smoke-ca-bundle", type=Path, default=None)
+    add(
+        "--smoke-database",
+        default=None,
+        help="start from this database on the server the gate hands over (see smoke.run)",
+    )
+    add("--smoke-start-checksums", type=Path, default=None, help="the start database's checksums")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -119,13 +125,15 @@ def prepared(pytestconfig: pytest.Config, summary: Summary) -> Iterator[Prepared
         snapshot=smoke_option(pytestconfig, "snapshot"),
         store=smoke_option(pytestconfig, "store"),
         aws_endpoint_url=smoke_option(pytestconfig, "aws-endpoint-url"),
+        database=smoke_option(pytestconfig, "database"),
+        start_checksums_file=smoke_option(pytestconfig, "start-checksums"),
     )
     summary.prepared = result.to_dict()
     summary.locks = [m.to_dict() for m in result.locks]
     try:
         yield result
     finally:
-        result.server.close()
+        result.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from core.postgres import connect
 from core.progress import Progress
 from core.sizes import parse_size
 from db.catalog import Catalog, read_catalog
-from db.checksums import TableChecksum, table_checksums
+from db.checksums import TableChecksum, parallel_table_checksums
 from db.migrations import Migration, load_migrations
 from db.runner import MigrationRunner
 from db.sample import generate_sample
-from db.throwaway import ThrowawayPostgres, create_database, start_throwaway
+from db.throwaway import ThrowawayPostgres, create_database, drop_database, start_throwaway
+from db.throwaway.attached import HANDOFF_VARIABLE, attach
 from smoke.locks import LockMeasurement, LockSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,14 @@ class Prepared:
     sample: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: The revert clone's name; set when the server is borrowed (its owner stops it).
+    borrowed_clone: str | None = None
+
+    def close(self) -> None:
+        """Stop our server; on a borrowed one, drop only the clone this suite made."""
+        if self.borrowed_clone is not None:
+            drop_database(self.server, self.borrowed_clone)
+        self.server.close()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +86,16 @@ def docker_available() -> bool:
         return False
     result = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=30)
     return result.returncode == 0
+
+
+def _handoff_from_environment() -> str:
+    described = os.environ.get(HANDOFF_VARIABLE)
+    if not described:
+        raise CannotRun(
+            f"--smoke-database needs the server it lives on, described in ${HANDOFF_VARIABLE} "
+            "(the gate sets it): without it, pass --smoke-snapshot or let the suite sample data"
+        )
+    return described
 
 
 def choose_backend(requested: str) -> tuple[str, bool, list[str]]:
@@ -129,26 +149,40 @@ def prepare(
     snapshot: str | None = None,
     store: str | None = None,
     aws_endpoint_url: str | None = None,
+    database: str | None = None,
+    start_checksums_file: Path | None = None,
 ) -> Prepared:
-    """Start the server, build the starting point, migrate with lock sampling, clone."""
+    """Start the server, build the starting point, migrate with lock sampling, clone.
+
+    ``database``: start from that database, on the server handed over in
+    ``$ROLLGATE_THROWAWAY_HANDOFF`` (the gate's verified copy), instead; with
+    ``start_checksums_file`` (``write_checksums``), the start's checksums are
+    read from it rather than summed again (the gate has just summed them).
+    """
     migrations = load_migrations(migrations_dir)
-    chosen, docker_absent, notes = choose_backend(backend)
     started = time.monotonic()
-    progress(f"starting a throwaway Postgres ({chosen})")
-    server = start_throwaway(chosen, image=image, progress=progress)
-    notes += server.warnings
+    server, docker_absent, notes = _open_server(database, backend, image, progress)
     timings = {"server_start": time.monotonic() - started}
     try:
-        dsn = create_database(server, DATABASE, owner=True)
         mark = time.monotonic()
         sample: dict[str, Any] | None = None
-        if snapshot and store:
+        if database is not None:
+            dsn = server.owner_dsn(database)
+            with MigrationRunner(dsn, migrations) as runner:
+                start = runner.status().current
+            notes.append(
+                f"started from the database handed over ({database}, schema version "
+                f"{start:04d}): no second restore"
+            )
+        elif snapshot and store:
+            dsn = create_database(server, DATABASE, owner=True)
             restore_snapshot_via_cli(dsn, snapshot, store, aws_endpoint_url, progress)
             with MigrationRunner(dsn, migrations) as runner:
                 start = runner.status().current
             notes.append(f"started from snapshot {snapshot} (schema version {start:04d})")
             timings["restore_snapshot"] = time.monotonic() - mark
         else:
+            dsn = create_database(server, DATABASE, owner=True)
             start = default_from_version(migrations) if from_version is None else from_version
             with MigrationRunner(dsn, migrations, progress=progress) as runner:
                 runner.migrate(target=start)
@@ -159,13 +193,15 @@ def prepare(
         with connect(dsn) as conn:
             conn.execute("ANALYZE")
             start_catalog = read_catalog(conn)
-            start_checksums = table_checksums(conn, exclude_schemas=("rollgate",))
+        mark = time.monotonic()
+        start_checksums = _start_checksums(dsn, start_checksums_file, database, notes)
+        timings["start_checksums"] = time.monotonic() - mark
         prepared = Prepared(
             server=server,
             backend=server.backend,
             docker_absent=docker_absent,
             dsn=dsn,
-            admin_dsn=server.dsn(DATABASE),
+            admin_dsn=server.dsn(database or DATABASE),
             revert_dsn=None,
             migrations=migrations,
             start_version=start,
@@ -180,9 +216,13 @@ def prepare(
         timings["migrate"] = time.monotonic() - mark
         mark = time.monotonic()
         # Clone before any check writes: the reversibility check reverts the clone.
+        # On a borrowed server the clone is named after the start database (unique
+        # there), and dropped when the suite ends.
+        clone = REVERT_DATABASE if database is None else f"{database}_revert"[:63]
         prepared.revert_dsn = create_database(
-            server, REVERT_DATABASE, template=DATABASE, owner=True
+            server, clone, template=database or DATABASE, owner=True
         )
+        prepared.borrowed_clone = clone if database is not None else None
         timings["clone"] = time.monotonic() - mark
         with connect(dsn) as conn:
             conn.execute("ANALYZE")
@@ -190,6 +230,54 @@ def prepare(
     except BaseException:
         server.close()
         raise
+
+
+def write_checksums(path: Path, checksums: Sequence[TableChecksum]) -> Path:
+    """Write ``checksums`` where ``prepare(start_checksums_file=...)`` reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tables": [c.to_dict() for c in checksums]}, indent=1))
+    return path
+
+
+def _start_checksums(
+    dsn: str, given: Path | None, database: str | None, notes: list[str]
+) -> list[TableChecksum]:
+    if given is not None and database is None:
+        raise CannotRun("start checksums are given only with the database they describe")
+    if given is not None:
+        notes.append(
+            f"start checksums from {given.name}, which the gate summed on this database just before"
+        )
+        return _read_checksums(given)
+    # Only this suite uses the database yet: sum its tables on two sessions at once.
+    return parallel_table_checksums(dsn, exclude_schemas=("rollgate",))
+
+
+def _read_checksums(path: Path) -> list[TableChecksum]:
+    try:
+        document = json.loads(path.read_text())
+        return [TableChecksum.from_dict(item) for item in document["tables"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CannotRun(
+            f"cannot read start checksums from {path} ({type(exc).__name__}): it is written "
+            "by the gate (smoke.prepare.write_checksums)"
+        ) from None
+
+
+def _open_server(
+    database: str | None, backend: str, image: str | None, progress: Progress
+) -> tuple[ThrowawayPostgres, bool, list[str]]:
+    """(server, docker_absent, notes): the one handed over for ``database``, or a new one."""
+    server: ThrowawayPostgres
+    if database is not None:
+        server = attach(_handoff_from_environment())
+        docker_absent, notes = not docker_available(), list[str]()
+        progress(f"using database {database} on the {server.backend} server handed over")
+    else:
+        chosen, docker_absent, notes = choose_backend(backend)
+        progress(f"starting a throwaway Postgres ({chosen})")
+        server = start_throwaway(chosen, image=image, progress=progress)
+    return server, docker_absent, notes + server.warnings
 
 
 def _fill(

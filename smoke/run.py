@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CannotRun
+from core.paths import writable_directory
+from db.throwaway.attached import HANDOFF_VARIABLE
 
 #: The directory holding the suite (this package) and the repository root above it.
 SUITE_DIR = Path(__file__).resolve().parent
@@ -60,6 +62,16 @@ class SmokeOptions:
     #: A pytest ``-k`` expression: run only some checks.
     select: str | None = None
     extra_pytest_args: tuple[str, ...] = field(default=())
+    #: Start from this database, at the start version, on the server ``server_handoff``
+    #: describes (``db.throwaway.attached``), instead of restoring or sampling on a new
+    #: server: the gate hands over the copy it has just restored and verified.
+    database: str | None = None
+    #: ``db.throwaway.attached.handoff(server)``; passed in the environment (it holds
+    #: the throwaway server's passwords), never on the command line.
+    server_handoff: str | None = field(default=None, repr=False)
+    #: The start database's checksums, summed by the caller just before
+    #: (``smoke.prepare.write_checksums``); only with ``database``.
+    start_checksums: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,10 @@ def pytest_args(options: SmokeOptions) -> list[str]:
         raise CannotRun("--post-deploy needs --stack-outputs FILE (or - for stdin)")
     if options.snapshot and not options.store:
         raise CannotRun("--snapshot needs --store (the snapshot store it lives in)")
+    if options.database and not options.server_handoff:
+        raise CannotRun("a start database needs the server it lives on (server_handoff)")
+    if options.start_checksums and not options.database:
+        raise CannotRun("start checksums are given only with the database they describe")
     out = options.output_dir
     args = [
         str(SUITE_DIR),
@@ -125,6 +141,8 @@ def pytest_args(options: SmokeOptions) -> list[str]:
         "--smoke-from-version": options.from_version,
         "--smoke-stack-outputs": options.stack_outputs,
         "--smoke-ca-bundle": options.ca_bundle,
+        "--smoke-database": options.database,
+        "--smoke-start-checksums": options.start_checksums,
     }
     args += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
     if not options.queue_redrive:
@@ -141,11 +159,14 @@ def run_smoke(options: SmokeOptions) -> SmokeReport:
     """Run the suite in a subprocess; the report's exit code is pytest's."""
     args = pytest_args(options)
     out = options.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    writable_directory(out, "the smoke suite's reports (--output-dir)")
     for stale in (JUNIT_XML, JSON_SUMMARY, MARKDOWN_SUMMARY):
         (out / stale).unlink(missing_ok=True)
     python_path = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, python_path))}
+    env.pop(HANDOFF_VARIABLE, None)
+    if options.server_handoff:
+        env[HANDOFF_VARIABLE] = options.server_handoff
     stdin = None if options.stack_outputs == Path("-") else subprocess.DEVNULL
     # pytest's own report goes to a log beside the summaries: stdout stays for --json.
     with (out / PYTEST_LOG).open("wb") as log:

@@ -236,6 +236,26 @@ def reap_abandoned(client: Any = None) -> list[str]:
             client.close()
 
 
+def owner_labels() -> dict[str, str]:
+    """The labels that make a container this process's throwaway.
+
+    ``reap_abandoned`` removes it once this process is gone, and under a test
+    session the leftover check (``db.throwaway.session``) finds it if it outlives
+    the session. Any throwaway container (the smoke suite's and the rehearsal's
+    app containers too) carries them.
+    """
+    labels = {
+        LABEL_THROWAWAY: "1",
+        LABEL_OWNER_PID: str(os.getpid()),
+        LABEL_OWNER_START: _process_start(os.getpid()),
+        LABEL_OWNER_HOST: socket.gethostname(),
+    }
+    session = current_session()
+    if session:
+        labels[LABEL_SESSION] = session
+    return labels
+
+
 def connect_docker() -> Any:
     """A docker-py client that has answered once, or ToolUnavailable."""
     try:
@@ -290,15 +310,7 @@ def _start_container(image: str, name: str, password: str, ready_timeout: float)
         def _connect(self) -> None:
             _wait_until_ready(self, password, ready_timeout)
 
-    labels = {
-        LABEL_THROWAWAY: "1",
-        LABEL_OWNER_PID: str(os.getpid()),
-        LABEL_OWNER_START: _process_start(os.getpid()),
-        LABEL_OWNER_HOST: socket.gethostname(),
-    }
-    session = current_session()
-    if session:
-        labels[LABEL_SESSION] = session
+    labels = owner_labels()
     container = _Container(
         image,
         username=_SUPERUSER,

@@ -96,7 +96,9 @@ def main(argv: Sequence[str]) -> int:
         return 2
     found = leftovers(argv[1], docker="--no-docker" not in argv[2:])
     if found:
-        print(f"test session {argv[1]} left throwaway Postgres behind:", file=sys.stderr)
+        print(
+            f"test session {argv[1]} left throwaway servers or containers behind:", file=sys.stderr
+        )
         for item in found:
             print(f"  {item}", file=sys.stderr)
         return 1

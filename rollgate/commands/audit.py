@@ -10,6 +10,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from core.errors import CannotRun
+from core.paths import writable_directory
 from db.migrations import load_migrations
 from infra import outputs
 from release.audit import (
@@ -125,6 +126,7 @@ def trend(
     target = open_snapshot_store(store, aws_endpoint_url)
     found = trends(target, AUDIT_LOG, window=window)
     if html is not None:
+        writable_directory(html.parent, "the trend report (--html)")
         html.write_text(html_report(found, f"{target.uri}/logs/{AUDIT_LOG}"), encoding="utf-8")
     flagged = [t for t in found if t.flagged]
     result = {

@@ -136,7 +136,10 @@ def gate(
         lines += [f"      - {finding}" for finding in step.findings]
     lines.append(f"report: {report.report_path}")
     lines.append(f"summary: {report.summary_path}")
-    lines.append(f"gate entry: {report.entry_sha256}")
+    if report.ledger_error:
+        lines.append(f"NOT RECORDED: {report.ledger_error}")
+    else:
+        lines.append(f"gate entry: {report.entry_sha256}")
     return Outcome(report.exit_code, report.to_dict(), "\n".join(lines))
 
 
@@ -149,7 +152,14 @@ def append_step_summary(summary_path: Path | None) -> None:
 
 
 def rehearse(
-    opts: Options, *, size: str, scenario: str, report_dir: Path, rto_seconds: float
+    opts: Options,
+    *,
+    size: str,
+    scenario: str,
+    report_dir: Path,
+    rto_seconds: float,
+    app_runner: str = "auto",
+    app_image: str = "rollgate/app:dev",
 ) -> Outcome:
     """The whole release on this machine; exit 0 when the scenario's expectation held."""
     from release.rehearse import RehearsalOptions
@@ -157,7 +167,12 @@ def rehearse(
 
     report = run_rehearsal(
         RehearsalOptions(
-            size=size, scenario=scenario, report_dir=report_dir, rto_seconds=rto_seconds
+            size=size,
+            scenario=scenario,
+            report_dir=report_dir,
+            rto_seconds=rto_seconds,
+            app_runner=app_runner,
+            app_image=app_image,
         ),
         progress=opts.progress,
     )
@@ -166,6 +181,7 @@ def rehearse(
         f"rehearsal {report.scenario['name']}: {report.outcome.upper()} in {report.seconds:.1f}s "
         f"(gate: {report.gate_verdict}, expected {report.scenario['expect']})"
     ]
+    lines.append(f"app: {report.app_runner.get('runs_as')} ({report.app_runner.get('reason')})")
     lines += [f"  {s.name:<52} {s.status:<12} {s.seconds:6.1f}s  {s.summary}" for s in report.steps]
     if report.proof.get("summary"):
         lines.append(f"proof: {report.proof['summary']}")

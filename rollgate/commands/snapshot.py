@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from core.errors import CannotRun, CheckFailed
 from db.migrations import load_migrations
 from db.throwaway import start_throwaway
 from rollback import retention
 from rollback.masking import load_masking
-from rollback.rds import create_rds_snapshot, rds_client, verify_rds_snapshot
+from rollback.rds import (
+    create_rds_snapshot,
+    delete_rds_snapshot,
+    rds_client,
+    rds_snapshot_status,
+    verify_rds_snapshot,
+)
 from rollback.restore import restore_snapshot, warm_standby
 from rollback.snapshot import ReleaseInfo, create_snapshot, drop_slot
 from rollback.store import SnapshotStore, open_store
@@ -114,12 +121,17 @@ def list_(opts: Options, *, store: str | None, aws_endpoint_url: str | None) -> 
 def show(
     opts: Options, *, snapshot_id: str, store: str | None, aws_endpoint_url: str | None
 ) -> Outcome:
-    """One snapshot's manifest and its latest verification."""
+    """One snapshot's manifest, its latest verification, and its RDS snapshot's status."""
     target = open_snapshot_store(store, aws_endpoint_url)
     manifest = load_manifest(target, snapshot_id)
     verification = latest_verification(target, snapshot_id)
-    result = {"manifest": manifest.to_dict(), "verification": verification}
-    return Outcome(0, result, render.snapshot_show(manifest, verification))
+    rds_status = (
+        rds_snapshot_status(manifest.rds, endpoint_url=aws_endpoint_url) if manifest.rds else None
+    )
+    result: dict[str, Any] = {"manifest": manifest.to_dict(), "verification": verification}
+    if manifest.rds:
+        result["rds_status"] = rds_status
+    return Outcome(0, result, render.snapshot_show(manifest, verification, rds_status=rds_status))
 
 
 def restore(
@@ -166,19 +178,28 @@ def prune(
     protect: list[str],
     dry_run: bool,
 ) -> Outcome:
-    """Delete snapshots outside the retention policy (and their slots, given --dsn)."""
+    """Delete snapshots outside the retention policy, the RDS snapshots Rollgate took for
+    them, and their slots (given --dsn); exit 2 naming any RDS snapshot it could not delete."""
     target = open_snapshot_store(store, aws_endpoint_url)
     plan = retention.plan_prune(
         retention.list_snapshots(target), keep=keep, protected_releases=set(protect)
     )
-    deleted: list[str] = []
-    if not dry_run:
-        dsn = opts.dsn
-        deleted = retention.prune(
-            target, plan, drop_slot=(lambda name: drop_slot(dsn, name)) if dsn else None
-        )
-    result = {**plan.to_dict(), "dry_run": dry_run, "deleted": deleted}
-    return Outcome(0, result, render.prune(plan, dry_run=dry_run))
+    if dry_run:
+        result = {**plan.to_dict(), "dry_run": True, "deleted": [], "rds_deleted": {}}
+        return Outcome(0, result, render.prune(plan))
+    dsn = opts.dsn
+    # Only a plan with RDS-backed records needs AWS (and its region and credentials).
+    client = rds_client(aws_endpoint_url) if plan.rds_snapshots else None
+    done = retention.prune(
+        target,
+        plan,
+        drop_slot=(lambda name: drop_slot(dsn, name)) if dsn else None,
+        delete_rds=(lambda manifest: delete_rds_snapshot(client, manifest)) if client else None,
+        progress=opts.progress,
+    )
+    result = {**plan.to_dict(), "dry_run": False, "deleted": list(done.deleted)}
+    result["rds_deleted"] = dict(done.rds)
+    return Outcome(0, result, render.prune(plan, done=done))
 
 
 def _bundle_commit() -> str | None:

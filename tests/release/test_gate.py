@@ -16,14 +16,20 @@ from core.sizes import parse_size
 from db.migrations import BUNDLED_SCHEMA, load_migrations
 from db.sample import generate_sample
 from db.schemafile import generate_schema
+from release.apps import DEFAULT_APP_IMAGE
 from release.gate import (
     GATE_LOG,
     GO,
     INCONCLUSIVE,
     NO_GO,
+    STEPS,
     GateOptions,
+    GateReport,
+    StepResult,
+    record_report,
     run_gate,
     smoke_available,
+    write_report,
 )
 from release.scenarios import load_scenario, release_n_version
 from rollback import ledger
@@ -131,6 +137,11 @@ def test_a_healthy_release_passes_every_step_it_can_run(
     assert statuses["budget"] == "passed"
     if smoke_available():
         assert report.verdict == GO and report.exit_code == 0
+        # The suite ran on the copy verify restored, from the checksums the revert summed.
+        prepared = report.step("rehearse").details["smoke"]["summary"]["prepared"]
+        assert any("no second restore" in note for note in prepared["notes"])
+        assert any("start checksums from" in note for note in prepared["notes"])
+        assert "restore_snapshot" not in prepared["timings_seconds"]
     else:
         assert statuses["rehearse"] == "inconclusive"
         assert report.verdict == INCONCLUSIVE and report.exit_code == 2
@@ -175,3 +186,92 @@ def test_each_broken_release_is_no_go(
     assert any(finding in f for f in step.findings), step.findings
     # Nothing rolls out after a no-go, so the snapshot's slot is not kept pinning WAL.
     assert _slots(production_dsn) == []
+
+
+def test_a_go_that_cannot_be_recorded_is_inconclusive_and_still_reported(tmp_path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    (tmp_path / "store" / "logs").mkdir(parents=True)
+    (tmp_path / "store" / "logs" / GATE_LOG).write_text("")  # the log cannot be written
+    report = GateReport(
+        verdict=GO,
+        steps=[StepResult(name, status="passed") for name in STEPS],
+        started_at="2026-11-30T00:00:00+00:00",
+        seconds=1.0,
+        target={},
+        allow_incompatible=False,
+    )
+    record_report(report, store)
+    write_report(report, tmp_path / "report")
+    assert report.verdict == INCONCLUSIVE and report.exit_code == 2
+    assert report.entry_sha256 is None
+    assert "could not be recorded" in (report.ledger_error or "")
+    written = json.loads((tmp_path / "report" / "gate-report.json").read_text())
+    assert written["verdict"] == INCONCLUSIVE and written["ledger_error"]
+    assert "Not recorded" in (tmp_path / "report" / "gate-summary.md").read_text()
+
+
+def test_a_recorded_go_stays_go(tmp_path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    report = GateReport(
+        verdict=GO,
+        steps=[StepResult(name, status="passed") for name in STEPS],
+        started_at="2026-11-30T00:00:00+00:00",
+        seconds=1.0,
+        target={},
+        allow_incompatible=False,
+    )
+    record_report(report, store)
+    assert report.verdict == GO and report.entry_sha256 and report.ledger_error is None
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_app_checks_run_both_releases_from_their_image_and_catch_an_n_minus_1_break(
+    production_dsn, tmp_path
+) -> None:
+    """With images and Docker, the new and the previous web run as containers."""
+    store = open_store(str(tmp_path / "store"))
+    report = run_gate(
+        _options(
+            production_dsn,
+            store,
+            scenario_migrations("incompatible-schema", tmp_path),
+            tmp_path,
+            app_image=DEFAULT_APP_IMAGE,
+            previous_app_image=DEFAULT_APP_IMAGE,
+        )
+    )
+    assert report.verdict == NO_GO
+    apps = report.step("rehearse").details["apps"]
+    assert {release: r["runs_as"] for release, r in apps["runs_as"].items()} == {
+        "new": f"container {DEFAULT_APP_IMAGE}",
+        "previous": f"container {DEFAULT_APP_IMAGE}",
+    }
+    # Ready (the containers reached the database), then broken by the renamed column.
+    assert apps["previous_app"]["readiness"]["ready"] is True
+    assert not apps["previous_app"]["ok"]
+    assert "POST /tasks answered 500" in apps["previous_app"]["reason"]
+    assert "cannot run on the new schema" in " ".join(report.step("rehearse").findings)
+
+
+@pytest.mark.slow
+def test_a_given_image_that_cannot_run_is_inconclusive_not_replaced_by_processes(
+    production_dsn, tmp_path
+) -> None:
+    # Rehearsing this checkout's code in place of the release's image would be a pass for
+    # code that is not being shipped.
+    store = open_store(str(tmp_path / "store"))
+    report = run_gate(
+        _options(
+            production_dsn,
+            store,
+            scenario_migrations("healthy", tmp_path),
+            tmp_path,
+            app_image="rollgate/app:no-such-tag",
+        )
+    )
+    rehearse = report.step("rehearse")
+    assert rehearse.status == "inconclusive"
+    assert any("rollgate/app:no-such-tag" in f for f in rehearse.findings), rehearse.findings
+    assert "apps" not in rehearse.details  # refused before any app or migration ran
+    assert report.verdict == INCONCLUSIVE and report.exit_code == 2

@@ -43,6 +43,33 @@ def s3_bucket(moto_endpoint: str) -> Iterator[str]:
     yield name
 
 
+@pytest.fixture
+def rds(moto_endpoint: str) -> Any:
+    """A boto3 RDS client for the moto server."""
+    from rollback.rds import rds_client
+
+    return rds_client(moto_endpoint)
+
+
+@pytest.fixture
+def instance(rds: Any) -> str:
+    """A fresh encrypted PostgreSQL 16.3 instance in moto's RDS, with automated backups."""
+    name = f"prod-{secrets.token_hex(3)}"
+    rds.create_db_instance(
+        DBInstanceIdentifier=name,
+        DBInstanceClass="db.t4g.micro",
+        Engine="postgres",
+        EngineVersion="16.3",
+        DBName="app",
+        MasterUsername="rollgate",
+        MasterUserPassword="not-a-secret-1",
+        AllocatedStorage=20,
+        StorageEncrypted=True,
+        BackupRetentionPeriod=7,
+    )
+    return name
+
+
 @pytest.fixture(scope="session")
 def logical_server(server):
     """A throwaway server with wal_level = logical (slots need it)."""

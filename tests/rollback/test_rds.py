@@ -18,36 +18,12 @@ from rollback.manifest import Manifest
 from rollback.rds import (
     RdsFailed,
     create_rds_snapshot,
-    rds_client,
     restore_to_point_in_time,
     verify_rds_snapshot,
 )
 from rollback.snapshot import ReleaseInfo
 from rollback.store import DirectoryStore
 from rollback.verify import latest_verification
-
-
-@pytest.fixture
-def rds(moto_endpoint):
-    return rds_client(moto_endpoint)
-
-
-@pytest.fixture
-def instance(rds):
-    name = f"prod-{secrets.token_hex(3)}"
-    rds.create_db_instance(
-        DBInstanceIdentifier=name,
-        DBInstanceClass="db.t4g.micro",
-        Engine="postgres",
-        EngineVersion="16.3",
-        DBName="app",
-        MasterUsername="rollgate",
-        MasterUserPassword="not-a-secret-1",
-        AllocatedStorage=20,
-        StorageEncrypted=True,
-        BackupRetentionPeriod=7,
-    )
-    return name
 
 
 def test_create_records_the_rds_snapshot_in_the_same_manifest(rds, instance, tmp_path):

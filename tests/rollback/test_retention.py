@@ -7,8 +7,14 @@ import json
 import pytest
 
 from core.errors import CheckFailed
-from rollback.manifest import Manifest, Release, ReplicationSlot
-from rollback.retention import SnapshotSummary, list_snapshots, plan_prune, prune
+from rollback.manifest import Manifest, RdsSnapshot, Release, ReplicationSlot
+from rollback.retention import (
+    PruneIncomplete,
+    SnapshotSummary,
+    list_snapshots,
+    plan_prune,
+    prune,
+)
 from rollback.store import open_store
 
 
@@ -71,6 +77,23 @@ def test_prune_deletes_from_the_store_and_drops_slots(tmp_path):
     assert [s.verified for s in summaries] == [True, False, False]
     plan = plan_prune(summaries, keep=1)
     dropped = []
-    assert prune(store, plan, drop_slot=lambda name: dropped.append(name) or True) == ["s1"]
+    done = prune(store, plan, drop_slot=lambda name: dropped.append(name) or True)
+    assert done.deleted == ("s1",)
     assert dropped == ["slot1"]
     assert store.list_ids() == ["s0", "s2"]
+
+
+def test_an_rds_backed_record_is_kept_when_nothing_can_delete_its_db_snapshot(tmp_path):
+    """Without an RDS client the record stays: deleting it would orphan the DB snapshot."""
+    store = open_store(str(tmp_path / "store"))
+    rds = RdsSnapshot("rollgate-s0", "prod", "postgres", "16.3", "arn:aws:rds:::snapshot:s0")
+    for snapshot_id in ("s0", "s1"):
+        base = summary(snapshot_id).manifest
+        with store.begin(snapshot_id) as draft:
+            draft.commit(Manifest(**{**base.__dict__, "rds": rds}).to_json())
+    plan = plan_prune(list_snapshots(store), keep=1)
+    assert plan.rds_snapshots == {"s0": "rollgate-s0"}
+    with pytest.raises(PruneIncomplete, match="kept the record of 1") as refused:
+        prune(store, plan)
+    assert refused.value.details["kept"].keys() == {"s0"}
+    assert store.list_ids() == ["s0", "s1"]

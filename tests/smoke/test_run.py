@@ -51,6 +51,8 @@ def test_options_map_to_the_suites_pytest_flags() -> None:
         ({"backend": "podman"}, "unknown Postgres backend 'podman'"),
         ({"post_deploy": True}, "--post-deploy needs --stack-outputs"),
         ({"snapshot": "snap1"}, "--snapshot needs --store"),
+        ({"database": "gate_copy"}, "needs the server it lives on"),
+        ({"start_checksums": Path("sums.json")}, "only with the database they describe"),
     ],
 )
 def test_bad_combinations_are_refused(changes: dict[str, object], message: str) -> None:
@@ -82,3 +84,14 @@ def test_the_markdown_summary_names_an_n_minus_1_break_and_undeclared_loss() -> 
     text = markdown(data)
     assert "NOT backward compatible" in text
     assert "`public.orders` (whole table)" in text and "**NOT declared**" in text
+
+
+@pytest.mark.parametrize("content", ["", "{}", '{"tables": [{"table": "t"}]}', "[1]"])
+def test_unreadable_start_checksums_are_refused(tmp_path: Path, content: str) -> None:
+    from core.errors import CannotRun
+    from smoke.prepare import _read_checksums
+
+    path = tmp_path / "start-checksums.json"
+    path.write_text(content)
+    with pytest.raises(CannotRun, match="cannot read start checksums"):
+        _read_checksums(path)
