@@ -578,8 +578,11 @@ def _revert_and_compare(state: _State, dsn: str) -> list[str]:
         conn.execute("DELETE FROM public.execution_tasks WHERE payload ? 'gate_rehearsal'")
         conn.execute("DELETE FROM public.payment_events WHERE stripe_event_id LIKE 'evt\\_gate%%'")
     manifest = load_manifest(state.options.store, state.snapshot_id)
-    # The apps are stopped: nothing writes to the copy, so two sessions can sum it.
-    state.start_checksums = parallel_table_checksums(dsn, exclude_schemas=("rollgate",))
+    # The apps are stopped: nothing writes to the copy, so two sessions can sum it,
+    # by the method the snapshot's checksums were taken with.
+    state.start_checksums = parallel_table_checksums(
+        dsn, exclude_schemas=("rollgate",), method=manifest.checksum_method
+    )
     after = {c.table: c for c in state.start_checksums}
     problems = []
     for before in manifest.tables:
@@ -588,7 +591,7 @@ def _revert_and_compare(state: _State, dsn: str) -> list[str]:
         now = after.get(before.table)
         if now is None:
             problems.append(f"the revert dropped {before.table}, which existed before the release")
-        elif (now.rows, now.checksum) != (before.rows, before.checksum):
+        elif not now.same_rows(before):
             problems.append(
                 f"the revert changed the data of {before.table} ({before.rows} rows before the "
                 f"release, {now.rows} after the revert): the down migrations destroy data they "

@@ -771,7 +771,12 @@ def _prove(
     snapshots = sorted(world.store.list_ids())
     manifest = load_manifest(world.store, snapshots[-1])
     with psycopg.connect(world.dsn) as conn:
-        now = {c.table: c for c in table_checksums(conn, exclude_schemas=("rollgate",))}
+        now = {
+            c.table: c
+            for c in table_checksums(
+                conn, exclude_schemas=("rollgate",), method=manifest.checksum_method
+            )
+        }
         statuses: dict[str, int] = dict(
             conn.execute(
                 "SELECT status, count(*) FROM public.execution_tasks WHERE id = ANY(%s) "
@@ -791,7 +796,7 @@ def _prove(
         if before.table.startswith("rollgate."):
             continue
         after = now.get(before.table)
-        if after is not None and (after.rows, after.checksum) == (before.rows, before.checksum):
+        if after is not None and after.same_rows(before):
             unchanged.append(before.table)
         elif before.table in TRAFFIC_TABLES:
             changed_by_traffic.append(before.table)

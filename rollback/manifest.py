@@ -7,7 +7,10 @@ The manifest is the snapshot's contract with whoever restores it. It records:
   checksums of every applied migration (from Rollgate's history);
 * the source server's version and the catalog fingerprint (``db.catalog``);
 * per table, the row count and an order-independent content checksum
-  (``db.checksums``), all read in the dump's own snapshot;
+  (``db.checksums``), all read in the dump's own snapshot, and the method
+  that computed them (``checksum_method``; a manifest without one predates
+  the field and is ``row-text-v1``): whoever checks a restored copy
+  recomputes with that method;
 * the size and sha256 of every artifact file;
 * the replication slot (and its LSN) opened at the dump's consistent point,
   from which writes made after the snapshot can be replayed;
@@ -31,7 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CheckFailed
-from db.checksums import TableChecksum
+from db.checksums import (
+    CHECKSUM_METHODS,
+    LEGACY_CHECKSUM_METHOD,
+    TableChecksum,
+    require_one_method,
+)
 
 MANIFEST_FORMAT = 1
 _HASH_CHUNK = 4 * 1024 * 1024
@@ -97,6 +105,15 @@ class Manifest:
     timings: Mapping[str, float] = field(default_factory=dict)
     rds: RdsSnapshot | None = None
     format: int = MANIFEST_FORMAT
+    checksum_method: str = LEGACY_CHECKSUM_METHOD
+
+    def __post_init__(self) -> None:
+        # Every table's checksum must be what the manifest says it is.
+        if self.tables and require_one_method(self.tables) != self.checksum_method:
+            raise ValueError(
+                f"manifest {self.id}: table checksums by {self.tables[0].method}, "
+                f"recorded as {self.checksum_method}"
+            )
 
     @property
     def total_rows(self) -> int:
@@ -110,7 +127,11 @@ class Manifest:
         data = asdict(self)
         data["release"]["migrations"] = dict(self.release.migrations)
         data["timings"] = dict(self.timings)
-        data["tables"] = [table.to_dict() for table in self.tables]
+        # The method is recorded once, for the manifest, not per table.
+        data["tables"] = [
+            {key: value for key, value in table.to_dict().items() if key != "method"}
+            for table in self.tables
+        ]
         if self.rds is None:
             # Absent, not null: a logical snapshot's manifest stays byte-identical
             # to what earlier releases wrote (and a reader treats absent as None).
@@ -146,6 +167,13 @@ class Manifest:
                 f"{source}: manifest format {data.get('format')!r}; this Rollgate reads "
                 f"format {MANIFEST_FORMAT}"
             )
+        method = data.get("checksum_method", LEGACY_CHECKSUM_METHOD)
+        if method not in CHECKSUM_METHODS:
+            raise CorruptSnapshot(
+                f"{source}: checksum method {method!r} is unknown to this Rollgate (it knows "
+                f"{', '.join(CHECKSUM_METHODS)}); verify the snapshot with the Rollgate that "
+                "wrote it"
+            )
         try:
             release = data["release"]
             slot = data.get("slot")
@@ -163,13 +191,16 @@ class Manifest:
                     schema_version=release.get("schema_version"),
                     migrations={k: dict(v) for k, v in release.get("migrations", {}).items()},
                 ),
-                tables=tuple(TableChecksum.from_dict(t) for t in data["tables"]),
+                tables=tuple(
+                    TableChecksum.from_dict({**t, "method": method}) for t in data["tables"]
+                ),
                 files=tuple(ArtifactFile(**f) for f in data["files"]),
                 dump_format=str(data.get("dump_format", "directory")),
                 slot=ReplicationSlot(**slot) if slot else None,
                 masked_columns=tuple(data.get("masked_columns", ())),
                 timings=dict(data.get("timings", {})),
                 rds=RdsSnapshot(**rds) if rds else None,
+                checksum_method=method,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptSnapshot(f"{source}: missing or malformed field: {exc}") from exc

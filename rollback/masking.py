@@ -47,7 +47,7 @@ from psycopg import sql
 from core.errors import CannotRun
 from core.pgtools import client_tools_for
 from core.postgres import connect
-from db.checksums import TableChecksum, parallel_table_checksums
+from db.checksums import DEFAULT_CHECKSUM_METHOD, TableChecksum, parallel_table_checksums
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
 
 MASKING_FILE = Path(__file__).resolve().parent.parent / "db" / "masking.toml"
@@ -101,6 +101,7 @@ def mask_dump(
     server: ThrowawayPostgres,
     *,
     jobs: int = 2,
+    method: str = DEFAULT_CHECKSUM_METHOD,
 ) -> list[TableChecksum]:
     """Restore ``dump`` on ``server``, mask it, dump it to ``target``; the masked checksums."""
     from rollback.verify import restore_dump
@@ -128,7 +129,7 @@ def mask_dump(
         if result.returncode != 0:
             reason = " ".join(result.stderr.decode("utf-8", "replace").split())[-2000:]
             raise CannotRun(f"pg_dump of the masked copy failed: {reason}")
-        return parallel_table_checksums(dsn, jobs=jobs)
+        return parallel_table_checksums(dsn, jobs=jobs, method=method)
     finally:
         drop_database(server, name)
 

@@ -256,7 +256,8 @@ def _restore_verified(
             problems += [
                 d.describe()
                 for d in compare_checksums(
-                    manifest.tables, parallel_table_checksums(new_dsn, jobs=jobs)
+                    manifest.tables,
+                    parallel_table_checksums(new_dsn, jobs=jobs, method=manifest.checksum_method),
                 )
             ]
         if problems:

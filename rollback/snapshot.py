@@ -62,7 +62,7 @@ from core.pgtools import client_tools_for
 from core.postgres import connect, redact_dsn
 from core.progress import Progress, silent
 from db.catalog import read_catalog
-from db.checksums import table_checksums
+from db.checksums import DEFAULT_CHECKSUM_METHOD, table_checksums
 from db.history import HISTORY_QUALIFIED, HISTORY_SCHEMA
 from db.throwaway import ThrowawayPostgres
 from rollback.manifest import Manifest, ReplicationSlot, describe_files
@@ -190,6 +190,7 @@ def create_snapshot(
                 slot=view.slot,
                 masked_columns=mask.masked_columns if mask else (),
                 timings=timings,
+                checksum_method=DEFAULT_CHECKSUM_METHOD,
             )
             draft.commit(manifest.to_json())
         except BaseException:
@@ -216,7 +217,12 @@ def _masked(
     started = time.monotonic()
     try:
         return mask_dump(
-            unmasked / DUMP_DIRECTORY, directory / DUMP_DIRECTORY, mask, server, jobs=jobs
+            unmasked / DUMP_DIRECTORY,
+            directory / DUMP_DIRECTORY,
+            mask,
+            server,
+            jobs=jobs,
+            method=DEFAULT_CHECKSUM_METHOD,
         )
     finally:
         shutil.rmtree(unmasked, ignore_errors=True)
@@ -287,7 +293,7 @@ def _read_facts(view: ExportedView, lock_wait: float, *, checksums: bool = True)
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(view.snapshot_name)))
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_wait * 1000)}",))
         catalog = read_catalog(conn)
-        sums = table_checksums(conn) if checksums else []
+        sums = table_checksums(conn, method=DEFAULT_CHECKSUM_METHOD) if checksums else []
         history = _applied_history(conn)
         conn.rollback()
     return _Facts(catalog.fingerprint(), sums, history)

@@ -364,7 +364,7 @@ def _compare(manifest: Manifest, conn: Any, dsn: str, jobs: int) -> list[str]:
         )
     # Nobody writes to the restored copy: its tables can be summed on ``jobs``
     # sessions at once, which is most of what verify adds to a bare restore.
-    actual = parallel_table_checksums(dsn, jobs=jobs)
+    actual = parallel_table_checksums(dsn, jobs=jobs, method=manifest.checksum_method)
     for difference in compare_checksums(manifest.tables, actual):
         problems.append(difference.describe())
     return problems

@@ -8,7 +8,7 @@ import pytest
 from core.errors import RollgateError
 from core.postgres import connect
 from db.catalog import diff_catalogs, read_catalog
-from db.checksums import compare_checksums, parallel_table_checksums
+from db.checksums import checksum_method_of, compare_checksums, parallel_table_checksums
 from db.destructive import affected_data, classify_reverts
 from db.runner import MigrationRunner
 from smoke.prepare import Prepared
@@ -32,8 +32,13 @@ def test_reverting_restores_the_starting_catalog_and_data(
         )
     with connect(prepared.revert_dsn) as conn:
         catalog = read_catalog(conn)
-    # Nothing else touches the clone: its tables can be summed on two sessions at once.
-    checksums = parallel_table_checksums(prepared.revert_dsn, exclude_schemas=("rollgate",))
+    # Nothing else touches the clone: its tables can be summed on two sessions at once,
+    # by the method the start's checksums were taken with.
+    checksums = parallel_table_checksums(
+        prepared.revert_dsn,
+        exclude_schemas=("rollgate",),
+        method=checksum_method_of(prepared.start_checksums),
+    )
     catalog_differences = [d.describe() for d in diff_catalogs(prepared.start_catalog, catalog)]
     lost, undeclared = [], []
     for difference in compare_checksums(prepared.start_checksums, checksums):

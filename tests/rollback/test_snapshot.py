@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 
 from core.postgres import connect
+from db.checksums import ROW_HASH_V2, ROW_TEXT_V1, table_checksums
 from db.migrations import BUNDLED_MIGRATIONS, load_migrations
 from db.throwaway import create_database, drop_database
 from rollback.decoding import flush_wal
@@ -159,6 +161,52 @@ def test_a_restore_that_differs_from_the_manifest_is_a_problem(shop_dsn, store, 
     assert not report.ok
     assert any("shop.film" in p for p in report.problems)
     assert any("catalog fingerprint" in p for p in report.problems)
+
+
+def _write_rehashed(path: Path, body: dict) -> None:
+    """Write a manifest body as Rollgate would have, with a matching self-hash."""
+    body = {key: value for key, value in body.items() if key != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    body["manifest_sha256"] = hashlib.sha256(canonical).hexdigest()
+    path.write_text(json.dumps(body, sort_keys=True, indent=2) + "\n")
+
+
+def test_a_snapshot_from_before_checksum_methods_verifies_by_row_text_v1(shop_dsn, store, server):
+    manifest = create_snapshot(shop_dsn, store, slot=False)
+    assert manifest.checksum_method == ROW_HASH_V2
+    path = store.root / "snapshots" / manifest.id / "manifest.json"
+    data = json.loads(path.read_text())
+    assert data["checksum_method"] == ROW_HASH_V2
+    assert all(set(t) == {"table", "rows", "checksum"} for t in data["tables"])
+    # The manifest as earlier releases wrote it: no method, checksums of the rows' text.
+    with psycopg.connect(shop_dsn) as conn:
+        by_text = {t.table: t.checksum for t in table_checksums(conn, method=ROW_TEXT_V1)}
+    del data["checksum_method"]
+    for table in data["tables"]:
+        assert table["checksum"] != by_text[table["table"]]
+        table["checksum"] = by_text[table["table"]]
+    _write_rehashed(path, data)
+    old = load_manifest(store, manifest.id)
+    assert old.checksum_method == ROW_TEXT_V1
+    assert {t.method for t in old.tables} == {ROW_TEXT_V1}
+    report = verify_snapshot(store, manifest.id, server)
+    assert report.ok, report.problems
+    # Still a real comparison: a wrong v1 checksum is named.
+    film = next(t for t in data["tables"] if t["table"] == "shop.film")
+    film["checksum"] = "1"
+    _write_rehashed(path, data)
+    report = verify_snapshot(store, manifest.id, server)
+    assert report.problems == ("table shop.film: same row count (300), different content",)
+
+
+def test_a_manifest_with_an_unknown_checksum_method_is_refused(shop_dsn, store):
+    manifest = create_snapshot(shop_dsn, store, slot=False)
+    path = store.root / "snapshots" / manifest.id / "manifest.json"
+    data = json.loads(path.read_text())
+    data["checksum_method"] = "row-hash-v9"
+    _write_rehashed(path, data)
+    with pytest.raises(CorruptSnapshot, match="checksum method 'row-hash-v9' is unknown"):
+        load_manifest(store, manifest.id)
 
 
 def test_rollgate_release_is_recorded_and_verify_scripts_run(migrated_dsn, store, server):
