@@ -319,7 +319,8 @@ def snapshot_show(
 def _contents_lines(manifest: Manifest) -> list[str]:
     return [
         f"  catalog fingerprint {manifest.catalog_fingerprint[:12]}; "
-        f"{len(manifest.tables)} tables, {manifest.total_rows:,} rows; "
+        f"{len(manifest.tables)} tables, {manifest.total_rows:,} rows "
+        f"(checksums {manifest.checksum_method}); "
         f"{len(manifest.files)} files, {_mb(manifest.total_bytes)}"
     ]
 

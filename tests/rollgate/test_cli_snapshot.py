@@ -56,6 +56,9 @@ def test_create_list_show_verify_and_a_refused_restore(capsys, shop_dsn, tmp_pat
     shown = json.loads(out)["result"]
     assert shown["manifest"]["release"]["bundle_commit"] == "abc123"
     assert shown["verification"]["ok"] is True
+    assert shown["manifest"]["checksum_method"] == "row-hash-v2"
+    code, out, _ = run(capsys, "snapshot", "show", snapshot_id, "--store", store)
+    assert code == 0 and "(checksums row-hash-v2)" in out
 
     code, out, _ = run(
         capsys, "snapshot", "restore", snapshot_id, "--store", store, "--dsn", shop_dsn, "--dry-run"
