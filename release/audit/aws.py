@@ -294,7 +294,7 @@ def _task_definitions(stack: Mapping[str, Any], endpoint_url: str | None) -> lis
         plain, master_users = [], []
         for definition in described:
             for container in definition.get("containerDefinitions", []):
-                plain += _plain_secrets(container)
+                plain += plain_secret_variables(container)
                 master_users += [
                     f"{container.get('name')}.{secret.get('name')}"
                     for secret in container.get("secrets", [])
@@ -328,7 +328,7 @@ def _task_definitions(stack: Mapping[str, Any], endpoint_url: str | None) -> lis
 _APP_ROLES = ("web", "worker")
 
 
-def _plain_secrets(container: Mapping[str, Any]) -> list[str]:
+def plain_secret_variables(container: Mapping[str, Any]) -> list[str]:
     """``container.VARIABLE`` for each environment variable that looks like a secret."""
     return [
         f"{container.get('name')}.{variable.get('name')}"

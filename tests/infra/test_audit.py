@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from infra import outputs
+from infra.audit import audit_stack_outputs
+from release.audit.aws import plain_secret_variables
 from tests.infra.harness import ProgramRun
 
 
@@ -166,10 +170,8 @@ def test_the_audit_environment_holds_identifiers_never_a_secret_value(run: Progr
     for value in json.loads(text).values():
         assert value.startswith(("arn:aws:", "https://sqs.")) or "/" not in value, value
     # The audit's own plain-environment check (and the policy pack's) finds nothing.
-    from release.audit.aws import _plain_secrets
-
     assert (
-        _plain_secrets(
+        plain_secret_variables(
             {
                 "name": "audit",
                 "environment": [{"name": k, "value": v} for k, v in environment.items()],
@@ -177,3 +179,14 @@ def test_the_audit_environment_holds_identifiers_never_a_secret_value(run: Progr
         )
         == []
     )
+
+
+def test_the_audit_outputs_must_be_exactly_the_agreed_set() -> None:
+    """A check that needs a new output fails here until infra passes it too."""
+    with pytest.raises(
+        ValueError, match=r"missing \['artifactBucket', 'clusterName', 'dbInstanceId'"
+    ):
+        audit_stack_outputs("rollgate-dev-audit", {})
+    every = {name: "x" for name in outputs.AUDIT_TASK_OUTPUTS - {outputs.AUDIT_TASK_FAMILY}}
+    with pytest.raises(ValueError, match=r"unexpected \['appUrl'\]"):
+        audit_stack_outputs("rollgate-dev-audit", {**every, outputs.APP_URL: "https://x"})
