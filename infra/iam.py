@@ -32,6 +32,11 @@ def cluster_services_arn_pattern(cluster_arn: str) -> str:
     return cluster_arn.replace(":cluster/", ":service/", 1) + "/*"
 
 
+def cluster_tasks_arn_pattern(cluster_arn: str) -> str:
+    """``...:cluster/NAME`` -> ``...:task/NAME/*`` (every task of that cluster)."""
+    return cluster_arn.replace(":cluster/", ":task/", 1) + "/*"
+
+
 def statement(
     actions: Sequence[str],
     resources: Sequence[pulumi.Input[str]] | pulumi.Input[str],

@@ -35,6 +35,7 @@ from infra.encryption import customer_managed_key, log_key_policy
 from infra.iam import (
     Statement,
     cluster_services_arn_pattern,
+    cluster_tasks_arn_pattern,
     policy_document,
     service_trust_policy,
     statement,
@@ -191,6 +192,15 @@ def endpoint_policy_statements(scope: EndpointScope) -> dict[str, list[Statement
             _from_this_account(
                 ["ecs:DescribeServices"],
                 [pulumi.Output.from_input(scope.cluster_arn).apply(cluster_services_arn_pattern)],
+                scope,
+            ),
+            # The worker's scale-in protection (through the ECS agent, which calls the ECS
+            # API with the task's role): with private DNS on, a call that leaves through
+            # the task's network interface reaches this endpoint, so it must be allowed
+            # here as it is in the worker's role (this cluster's tasks only).
+            _from_this_account(
+                ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                [pulumi.Output.from_input(scope.cluster_arn).apply(cluster_tasks_arn_pattern)],
                 scope,
             ),
         ],

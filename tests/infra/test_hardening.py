@@ -362,3 +362,16 @@ def test_endpoint_policies_let_the_scheduled_audit_read_what_it_checks(run: Prog
     assert services["Resource"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:service/{cluster}/*"]
     for statement in ecs:
         assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": ACCOUNT_ID}}
+
+
+def test_the_ecs_endpoint_keeps_the_workers_task_protection(run: ProgramRun) -> None:
+    """The ECS endpoint (added for the audit) must not deny what the worker already does."""
+    worker_role = run.one("aws:iam/rolePolicy:RolePolicy", "-worker-task-policy")
+    [protection] = [
+        s
+        for s in json.loads(worker_role.inputs["policy"])["Statement"]
+        if s["Sid"] == "ProtectOwnTaskWhileWorking"
+    ]
+    ecs = endpoint_document(run, "ecs")["Statement"]
+    [allowed] = [s for s in ecs if set(s["Action"]) == set(protection["Action"])]
+    assert allowed["Resource"] == protection["Resource"]
