@@ -111,7 +111,16 @@ def test_the_cli_audits_then_verify_log_names_a_tampered_entry(
     server: ThrowawayPostgres,
     store_dir: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in (
+        outputs.ENV_STACK_OUTPUTS,
+        outputs.ENV_QUEUE_URL,
+        outputs.ENV_DLQ_URL,
+        outputs.ENV_ARTIFACT_BUCKET,
+        outputs.ENV_DB_INSTANCE_ID,
+    ):
+        monkeypatch.delenv(name, raising=False)
     for _ in range(2):
         code, out, _ = run(
             capsys, "audit", "--dsn", migrated_dsn, "--store", str(store_dir), "--json", "-q"
@@ -124,6 +133,7 @@ def test_the_cli_audits_then_verify_log_names_a_tampered_entry(
     assert "NOT RUN  restore_drill: no snapshot" in out
     assert "PASS     integrity" in out
     assert "audit INCOMPLETE" in out
+    assert "stack outputs from none" in out  # no file, no $ROLLGATE_STACK_OUTPUTS
     code, out, _ = run(capsys, "audit", "verify-log", "--store", str(store_dir))
     assert code == 0 and "3 entries" in out
 
