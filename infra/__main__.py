@@ -169,6 +169,21 @@ audit = AuditJob(
         dead_letter_queue_arn=messaging.schedule_dead_letter_queue.arn,
         artifact_bucket_arn=artifacts.bucket_arn,
         artifact_kms_key_arn=artifacts.kms_key_arn,
+        stack_outputs={
+            outputs.DB_INSTANCE_ID: database.identifier,
+            # The master secret's ARN (not its value): the audit fails any app task using it.
+            outputs.DB_SECRET_ARN: database.secret_arn,
+            outputs.QUEUE_URL: messaging.queue.url,
+            outputs.DLQ_URL: messaging.dead_letter_queue.url,
+            outputs.DLQ_ARN: messaging.dead_letter_queue.arn,
+            outputs.ARTIFACT_BUCKET: artifacts.bucket_name,
+            outputs.CLUSTER_NAME: app.cluster.name,
+            outputs.WEB_SERVICE_NAME: app.web_service.name,
+            outputs.WORKER_SERVICE_NAME: app.worker_service.name,
+            outputs.WEB_TASK_DEFINITION_ARN: app.web_task_definition.arn,
+            outputs.WORKER_TASK_DEFINITION_ARN: app.worker_task_definition.arn,
+            outputs.MIGRATE_TASK_DEFINITION_ARN: app.migrate_task_definition.arn,
+        },
         tags=tags,
     ),
 )
@@ -193,6 +208,8 @@ network.restrict_endpoints(
         secret_arns=[database.secret_arn, database.app_secret_arn, database.audit_secret_arn],
         queue_arns=[messaging.queue.arn, messaging.dead_letter_queue.arn],
         db_instance_arn=database.arn,
+        db_parameter_group_arn=database.parameter_group_arn,
+        cluster_arn=app.cluster.arn,
         metric_namespace=outputs.METRIC_NAMESPACE,
     )
 )
@@ -221,6 +238,7 @@ pulumi.export(outputs.WORKER_SERVICE_NAME, app.worker_service.name)
 pulumi.export(outputs.WEB_TASK_DEFINITION_ARN, app.web_task_definition.arn)
 pulumi.export(outputs.WORKER_TASK_DEFINITION_ARN, app.worker_task_definition.arn)
 pulumi.export(outputs.AUDIT_TASK_DEFINITION_ARN, audit.task_definition.arn)
+pulumi.export(outputs.AUDIT_TASK_FAMILY, audit.family)
 pulumi.export(outputs.MIGRATE_TASK_DEFINITION_ARN, app.migrate_task_definition.arn)
 pulumi.export(outputs.AUDIT_SCHEDULE_NAME, audit.schedule.name)
 pulumi.export(outputs.ALARM_TOPIC_ARN, alarms.topic.arn)

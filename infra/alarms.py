@@ -15,8 +15,12 @@ Creates:
 - alarms on the bundle's own metrics (namespace and names in `infra.outputs`):
   snapshot age above the configured maximum, or missing (the audit did not
   run); a restore slower than the recovery time objective (``rtoSeconds``, a
-  fixed threshold: the metric arrives once per drill, too rarely to train an
-  anomaly model); any audit failure.
+  fixed threshold: an objective, not a guess); restore time per GB of snapshot
+  above its anomaly band (a trend: restores slowing faster than the data grows);
+  any audit failure;
+- trend alarms on the app's metrics, each an anomaly band: the share of webhook
+  deliveries rejected, the share of task runs failed or retried, task run time
+  (p90) and outbox publish failures (see `Alarms._app_trend_alarms`).
 
 Alarm names are fixed (``<prefix>-<what>``) so ECS, runbooks and the audits can
 name them.
@@ -44,6 +48,9 @@ FREE_STORAGE_FRACTION_OF_MAX: Final = 0.10
 #: storage autoscaling acts at most once per 6 hours, so faster growth can outrun it.
 FREE_STORAGE_RUNWAY_HOURS: Final = 12
 ANOMALY_BAND_WIDTH: Final = 2
+#: Period of the trend alarms on the app's metrics: long enough to hold several events at
+#: low traffic, short enough to page within a quarter of an hour (3 periods).
+APP_TREND_PERIOD: Final = 300
 GIB: Final = 1024**3
 
 
@@ -109,6 +116,53 @@ def free_storage_queries(
     ]
 
 
+def metric_query(
+    query_id: str,
+    namespace: str,
+    metric_name: str,
+    *,
+    dimensions: Mapping[str, pulumi.Input[str]],
+    stat: str,
+    period: int,
+    return_data: bool = False,
+) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    """One metric of an alarm's metric math (``return_data`` only for the watched series)."""
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query_id,
+        return_data=return_data,
+        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+            namespace=namespace,
+            metric_name=metric_name,
+            dimensions=dict(dimensions),
+            stat=stat,
+            period=period,
+        ),
+    )
+
+
+def expression_query(
+    query_id: str, expression: str, label: str, *, return_data: bool = False
+) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    """One metric math expression of an alarm."""
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query_id, expression=expression, label=label, return_data=return_data
+    )
+
+
+def share_expression(part: Sequence[str], whole: Sequence[str]) -> str:
+    """Percent of ``whole`` (metric ids, summed) that ``part`` is; 0 when ``whole`` is 0.
+
+    The app emits a count only when the event happens, so a period without one has no
+    datapoint: FILL makes it a zero. Quiet periods then read 0 % (nothing went wrong)
+    instead of dividing zero by zero.
+    """
+
+    def total(ids: Sequence[str]) -> str:
+        return " + ".join(f"FILL({i}, 0)" for i in ids)
+
+    return f"IF(({total(whole)}) > 0, 100 * ({total(part)}) / ({total(whole)}), 0)"
+
+
 def alarm_topic_key_policy(account_id: str, partition: str) -> pulumi.Output[str]:
     """Key policy: the account administers the key; CloudWatch may encrypt alarm messages."""
     return policy_document(
@@ -167,6 +221,7 @@ class Alarms(pulumi.ComponentResource):
         self._web_alarms()
         self._database_alarms()
         self._bundle_alarms()
+        self._app_trend_alarms()
 
         self.web_deployment_alarm_names = [self.alarms["http-5xx-rate"].name]
         self.worker_deployment_alarm_names = [self.alarms["oldest-message-age"].name]
@@ -227,37 +282,33 @@ class Alarms(pulumi.ComponentResource):
         key: str,
         description: str,
         *,
-        namespace: str,
-        metric_name: str,
-        dimensions: Mapping[str, pulumi.Input[str]],
-        stat: str,
-        period: int,
+        queries: Sequence[aws.cloudwatch.MetricAlarmMetricQueryArgs],
+        watched: str,
+        label: str,
         evaluation_periods: int,
         treat_missing_data: str,
+        datapoints_to_alarm: int | None = None,
     ) -> None:
+        """Alarm when the series ``watched`` (a metric or a metric math expression, the
+        one query returning data) rises above its anomaly detection band.
+
+        CloudWatch trains the band on the series' own history (hourly, daily and weekly
+        patterns), so the alarm fires on a change of trend rather than at a fixed number.
+        """
         self._alarm(
             key,
             description,
             comparison_operator="GreaterThanUpperThreshold",
             evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints_to_alarm,
             threshold_metric_id="band",
             treat_missing_data=treat_missing_data,
             metric_queries=[
-                aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                    id="m1",
-                    return_data=True,
-                    metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
-                        namespace=namespace,
-                        metric_name=metric_name,
-                        dimensions=dict(dimensions),
-                        stat=stat,
-                        period=period,
-                    ),
-                ),
+                *queries,
                 aws.cloudwatch.MetricAlarmMetricQueryArgs(
                     id="band",
-                    expression=f"ANOMALY_DETECTION_BAND(m1, {ANOMALY_BAND_WIDTH})",
-                    label=f"{metric_name} (expected band)",
+                    expression=f"ANOMALY_DETECTION_BAND({watched}, {ANOMALY_BAND_WIDTH})",
+                    label=f"{label} (expected band)",
                     return_data=True,
                 ),
             ],
@@ -372,11 +423,19 @@ class Alarms(pulumi.ComponentResource):
         self._anomaly_alarm(
             "db-connections",
             "Database connections above their expected band (a leak or a stampede).",
-            namespace="AWS/RDS",
-            metric_name="DatabaseConnections",
-            dimensions=db,
-            stat="Average",
-            period=300,
+            queries=[
+                metric_query(
+                    "m1",
+                    "AWS/RDS",
+                    "DatabaseConnections",
+                    dimensions=db,
+                    stat="Average",
+                    period=300,
+                    return_data=True,
+                )
+            ],
+            watched="m1",
+            label="DatabaseConnections",
             evaluation_periods=3,
             treat_missing_data="breaching",
         )
@@ -428,6 +487,45 @@ class Alarms(pulumi.ComponentResource):
             comparison_operator="GreaterThanThreshold",
             treat_missing_data="notBreaching",
         )
+        # Restore time per GB, not restore time: the data grows, so the restore may too;
+        # what must not grow is the time per GB (a slower disk class, a bloated dump, a
+        # restore path that stopped running in parallel). Both metrics come from the same
+        # drill in one PutMetricData call, so they share a timestamp. Missing data is not
+        # breaching: a drill that did not run is the snapshot-age alarm's (breaching) job.
+        self._anomaly_alarm(
+            "restore-seconds-per-gb",
+            "Restore time per GB of snapshot is above its expected band: restores are "
+            "getting slower faster than the data grows.",
+            queries=[
+                metric_query(
+                    "restore",
+                    outputs.METRIC_NAMESPACE,
+                    outputs.METRIC_RESTORE_SECONDS,
+                    dimensions=dims,
+                    stat="Maximum",
+                    period=audit_period,
+                ),
+                metric_query(
+                    "size",
+                    outputs.METRIC_NAMESPACE,
+                    outputs.METRIC_SNAPSHOT_MEGABYTES,
+                    dimensions=dims,
+                    stat="Maximum",
+                    period=audit_period,
+                ),
+                expression_query(
+                    "per_gb",
+                    "IF(size > 0, 1024 * restore / size, 0)",
+                    "Restore seconds per GB",
+                    return_data=True,
+                ),
+            ],
+            watched="per_gb",
+            label="Restore seconds per GB",
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            treat_missing_data="notBreaching",
+        )
         self._alarm(
             "audit-failures",
             "The scheduled audit reported at least one failed check.",
@@ -439,6 +537,119 @@ class Alarms(pulumi.ComponentResource):
             evaluation_periods=1,
             threshold=0,
             comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+        )
+
+    def _app_trend_alarms(self) -> None:
+        """Trend alarms on the workflow service's own metrics (app/, EMF).
+
+        Every one is an anomaly band (a normal level depends on traffic, which no fixed
+        number knows) and treats missing data as not breaching: the app emits a metric
+        only when the event happens, so silence means nothing happened, and a stopped
+        worker or web service is the oldest-message and 5xx alarms' job.
+        """
+        dims = {outputs.METRIC_DIMENSION_STACK: self._args.stack}
+
+        def app(query_id: str, metric_name: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+            return metric_query(
+                query_id,
+                outputs.METRIC_NAMESPACE,
+                metric_name,
+                dimensions=dims,
+                stat="Sum",
+                period=APP_TREND_PERIOD,
+            )
+
+        # A share, not a count: a traffic spike raises the count of rejected deliveries
+        # without anything being wrong, while a wrong signing secret or someone probing
+        # the endpoint raises the share. Anomaly detection accepts a metric math
+        # expression as its input (AWS: "Create a CloudWatch alarm based on anomaly
+        # detection": "on single metrics and the outputs of metric math expressions").
+        self._anomaly_alarm(
+            "webhook-rejections",
+            "The share of Stripe webhook deliveries rejected (bad signature or body) is above "
+            "its expected band: a rotated or wrong signing secret, or someone probing.",
+            queries=[
+                app("recorded", outputs.METRIC_WEBHOOK_RECORDED),
+                app("ignored", outputs.METRIC_WEBHOOK_IGNORED),
+                app("rejected", outputs.METRIC_WEBHOOK_REJECTED),
+                expression_query(
+                    "rejected_share",
+                    share_expression(["rejected"], ["recorded", "ignored", "rejected"]),
+                    "Webhook deliveries rejected (%)",
+                    return_data=True,
+                ),
+            ],
+            watched="rejected_share",
+            label="Webhook deliveries rejected (%)",
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data="notBreaching",
+        )
+        # Retries come before failures: a rising share of runs that fail (and will be
+        # retried, or have run out of attempts) leads the DLQ alarm by a few backoffs.
+        self._anomaly_alarm(
+            "task-failure-rate",
+            "The share of task runs that failed or were retried is above its expected band: "
+            "a dependency is failing or a release broke tasks, before they reach the DLQ.",
+            queries=[
+                app("succeeded", outputs.METRIC_TASKS_SUCCEEDED),
+                app("failed", outputs.METRIC_TASKS_FAILED),
+                app("retried", outputs.METRIC_TASK_RETRIES),
+                expression_query(
+                    "failed_share",
+                    share_expression(["failed", "retried"], ["succeeded", "failed", "retried"]),
+                    "Task runs failed or retried (%)",
+                    return_data=True,
+                ),
+            ],
+            watched="failed_share",
+            label="Task runs failed or retried (%)",
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data="notBreaching",
+        )
+        # Slower tasks lead a growing backlog (the oldest-message alarm) by minutes.
+        self._anomaly_alarm(
+            "task-duration",
+            "Task run time (p90) is above its expected band: tasks are getting slower, "
+            "the queue will back up next.",
+            queries=[
+                metric_query(
+                    "duration",
+                    outputs.METRIC_NAMESPACE,
+                    outputs.METRIC_TASK_DURATION_MS,
+                    dimensions=dims,
+                    stat="p90",
+                    period=APP_TREND_PERIOD,
+                    return_data=True,
+                )
+            ],
+            watched="duration",
+            label="Task run time p90 (ms)",
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            treat_missing_data="notBreaching",
+        )
+        # A count, FILLed: emitted only on a failed relay pass, so the band learns the
+        # zeros in between. The outbox keeps the rows; failures mean tasks wait.
+        self._anomaly_alarm(
+            "outbox-publish-failures",
+            "Outbox relay passes failing to publish to the queue are above their expected "
+            "band: SQS or its endpoint is failing, and new tasks are waiting in the outbox.",
+            queries=[
+                app("failures", outputs.METRIC_OUTBOX_PUBLISH_FAILURES),
+                expression_query(
+                    "failures_filled",
+                    "FILL(failures, 0)",
+                    "Outbox publish failures",
+                    return_data=True,
+                ),
+            ],
+            watched="failures_filled",
+            label="Outbox publish failures",
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
             treat_missing_data="notBreaching",
         )
 

@@ -7,7 +7,10 @@ Creates:
   services and the task definitions, the queues' attributes, Rollgate's
   metrics), append to the audit log (``logs/audit/*`` in the artifact bucket,
   SSE-KMS with the artifact key) and put metrics into Rollgate's namespace;
-- the Fargate task definition running ``rollgate audit --json``;
+- the Fargate task definition running ``rollgate audit --json``, told the stack's
+  resource identifiers (``ROLLGATE_STACK_OUTPUTS``: the outputs in
+  ``outputs.AUDIT_TASK_OUTPUTS``, ARNs and names only, never a secret value) so
+  that its queue-health and security-posture checks run on the schedule too;
 - an EventBridge Scheduler schedule group and schedule (UTC, no flexible
   window, retries) that runs the task in the private app subnets without a
   public IP;
@@ -28,9 +31,15 @@ from typing import Final
 import pulumi
 import pulumi_aws as aws
 
+from infra import outputs
 from infra.account import AwsAccount
 from infra.config import AuditConfig, CpuArchitecture, EcrRepository
-from infra.iam import policy_document, service_trust_policy, statement
+from infra.iam import (
+    cluster_services_arn_pattern,
+    policy_document,
+    service_trust_policy,
+    statement,
+)
 from infra.tagging import ROLE_AUDIT
 from infra.tasks import (
     TaskEnvironment,
@@ -75,12 +84,29 @@ class AuditJobArgs:
     dead_letter_queue_arn: pulumi.Input[str]
     artifact_bucket_arn: pulumi.Input[str]
     artifact_kms_key_arn: pulumi.Input[str]
+    #: Stack outputs (by `infra.outputs` name) the audit reads: every name of
+    #: ``outputs.AUDIT_TASK_OUTPUTS`` but the audit's own family, which AuditJob adds.
+    stack_outputs: Mapping[str, pulumi.Input[str]]
     tags: Mapping[str, str]
 
 
-def cluster_services_arn_pattern(cluster_arn: str) -> str:
-    """``...:cluster/NAME`` -> ``...:service/NAME/*`` (every service of that cluster)."""
-    return cluster_arn.replace(":cluster/", ":service/", 1) + "/*"
+def audit_stack_outputs(
+    family: str, stack_outputs: Mapping[str, pulumi.Input[str]]
+) -> pulumi.Output[str]:
+    """The ``ROLLGATE_STACK_OUTPUTS`` JSON: identifiers only, resolved at deploy time.
+
+    The audit task definition cannot name its own ARN (that ARN names the revision being
+    created), so it carries its family; `rollgate audit` describes the family's newest
+    revision, which is the one the schedule runs after this deployment.
+    """
+    values = {**stack_outputs, outputs.AUDIT_TASK_FAMILY: family}
+    if set(values) != outputs.AUDIT_TASK_OUTPUTS:
+        raise ValueError(
+            "the audit task's stack outputs must be exactly outputs.AUDIT_TASK_OUTPUTS: "
+            f"missing {sorted(outputs.AUDIT_TASK_OUTPUTS - set(values))}, "
+            f"unexpected {sorted(set(values) - outputs.AUDIT_TASK_OUTPUTS)}"
+        )
+    return pulumi.Output.json_dumps(dict(sorted(values.items())))
 
 
 def task_family_arn_pattern(task_definition_arn: str) -> str:
@@ -89,6 +115,7 @@ def task_family_arn_pattern(task_definition_arn: str) -> str:
 
 
 class AuditJob(pulumi.ComponentResource):
+    family: str
     task_definition: aws.ecs.TaskDefinition
     schedule: aws.scheduler.Schedule
 
@@ -178,10 +205,11 @@ class AuditJob(pulumi.ComponentResource):
             ],
             tags=tags,
         )
+        family = self.family = f"{args.name_prefix}-audit"
         self.task_definition = fargate_task_definition(
             self,
             name,
-            family=f"{args.name_prefix}-audit",
+            family=family,
             cpu=AUDIT_CPU,
             memory=AUDIT_MEMORY,
             cpu_architecture=args.cpu_architecture,
@@ -195,6 +223,9 @@ class AuditJob(pulumi.ComponentResource):
                 db_secret_arn=args.db_secret_arn,
                 log_group_name=logs.name,
                 command=args.config.command,
+                extra_environment={
+                    outputs.ENV_STACK_OUTPUTS: audit_stack_outputs(family, args.stack_outputs)
+                },
             ),
             tags=tags,
         )
@@ -275,5 +306,9 @@ class AuditJob(pulumi.ComponentResource):
         )
 
         self.register_outputs(
-            {"taskDefinitionArn": self.task_definition.arn, "scheduleName": self.schedule.name}
+            {
+                "taskDefinitionArn": self.task_definition.arn,
+                "taskFamily": self.task_definition.family,
+                "scheduleName": self.schedule.name,
+            }
         )

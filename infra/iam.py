@@ -27,6 +27,16 @@ UNSCOPED_ACTIONS: Final = frozenset(
 Statement = dict[str, Any]
 
 
+def cluster_services_arn_pattern(cluster_arn: str) -> str:
+    """``...:cluster/NAME`` -> ``...:service/NAME/*`` (every service of that cluster)."""
+    return cluster_arn.replace(":cluster/", ":service/", 1) + "/*"
+
+
+def cluster_tasks_arn_pattern(cluster_arn: str) -> str:
+    """``...:cluster/NAME`` -> ``...:task/NAME/*`` (every task of that cluster)."""
+    return cluster_arn.replace(":cluster/", ":task/", 1) + "/*"
+
+
 def statement(
     actions: Sequence[str],
     resources: Sequence[pulumi.Input[str]] | pulumi.Input[str],

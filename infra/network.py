@@ -32,7 +32,14 @@ import pulumi_aws as aws
 
 from infra.config import NatMode
 from infra.encryption import customer_managed_key, log_key_policy
-from infra.iam import Statement, policy_document, service_trust_policy, statement
+from infra.iam import (
+    Statement,
+    cluster_services_arn_pattern,
+    cluster_tasks_arn_pattern,
+    policy_document,
+    service_trust_policy,
+    statement,
+)
 from infra.tagging import (
     ROLE_AUDIT,
     ROLE_DATABASE,
@@ -47,9 +54,10 @@ from infra.tagging import (
 INTERFACE_ENDPOINT_SERVICES: Final = (
     "ecr.api",  # image manifest + auth token
     "ecr.dkr",  # image pull
+    "ecs",  # audit: describe the services and task definitions it checks
     "logs",  # awslogs driver
     "monitoring",  # custom metrics (PutMetricData)
-    "rds",  # audit: describe snapshots
+    "rds",  # audit: describe the instance, its parameters and snapshots
     "secretsmanager",  # task-definition secrets
     "sqs",  # the task queue
 )
@@ -64,6 +72,13 @@ ARTIFACT_BUCKET_ACTIONS: Final = (
     "s3:ListBucket",
     "s3:ListBucketVersions",
     "s3:GetBucketVersioning",
+    # The audit's security posture and its log's Object Lock: bucket settings, read only.
+    # Denied here, the audit would report the bucket unchecked (or, for Object Lock,
+    # write its log entries unlocked).
+    "s3:GetBucketObjectLockConfiguration",
+    "s3:GetBucketPublicAccessBlock",
+    "s3:GetBucketAcl",
+    "s3:GetBucketPolicy",
 )
 #: SQS actions the web, worker and audit tasks use.
 QUEUE_ACTIONS: Final = (
@@ -113,6 +128,8 @@ class EndpointScope:
     secret_arns: Sequence[pulumi.Input[str]]
     queue_arns: Sequence[pulumi.Input[str]]
     db_instance_arn: pulumi.Input[str]
+    db_parameter_group_arn: pulumi.Input[str]
+    cluster_arn: pulumi.Input[str]
     metric_namespace: str
 
 
@@ -169,7 +186,29 @@ def endpoint_policy_statements(scope: EndpointScope) -> dict[str, list[Statement
                 scope,
             )
         ],
-        "monitoring": [metrics],
+        "ecs": [
+            # DescribeTaskDefinition has no resource type: AWS authorises it against "*".
+            _from_this_account(["ecs:DescribeTaskDefinition"], "*", scope),
+            _from_this_account(
+                ["ecs:DescribeServices"],
+                [pulumi.Output.from_input(scope.cluster_arn).apply(cluster_services_arn_pattern)],
+                scope,
+            ),
+            # The worker's scale-in protection (through the ECS agent, which calls the ECS
+            # API with the task's role): with private DNS on, a call that leaves through
+            # the task's network interface reaches this endpoint, so it must be allowed
+            # here as it is in the worker's role (this cluster's tasks only).
+            _from_this_account(
+                ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                [pulumi.Output.from_input(scope.cluster_arn).apply(cluster_tasks_arn_pattern)],
+                scope,
+            ),
+        ],
+        "monitoring": [
+            metrics,
+            # The audit reads queue age and the app's rejected webhooks (no resource type).
+            _from_this_account(["cloudwatch:GetMetricStatistics"], "*", scope),
+        ],
         "rds": [
             _from_this_account(
                 ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
@@ -178,7 +217,8 @@ def endpoint_policy_statements(scope: EndpointScope) -> dict[str, list[Statement
                     f"arn:{scope.partition}:rds:{scope.region}:{scope.account_id}:snapshot:*",
                 ],
                 scope,
-            )
+            ),
+            _from_this_account(["rds:DescribeDBParameters"], [scope.db_parameter_group_arn], scope),
         ],
         "secretsmanager": [
             _from_this_account(["secretsmanager:GetSecretValue"], list(scope.secret_arns), scope)

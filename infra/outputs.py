@@ -48,6 +48,9 @@ WORKER_SERVICE_NAME: Final = "workerServiceName"
 WEB_TASK_DEFINITION_ARN: Final = "webTaskDefinitionArn"
 WORKER_TASK_DEFINITION_ARN: Final = "workerTaskDefinitionArn"
 AUDIT_TASK_DEFINITION_ARN: Final = "auditTaskDefinitionArn"
+#: The audit task's family: what the audit task itself knows of its own definition (its
+#: ARN names a revision, which cannot be written into that same revision).
+AUDIT_TASK_FAMILY: Final = "auditTaskFamily"
 #: One-off `rollgate db migrate` task (the only task with the master secret); run it with
 #: `aws ecs run-task` in the app subnets with the worker security group.
 MIGRATE_TASK_DEFINITION_ARN: Final = "migrateTaskDefinitionArn"
@@ -85,11 +88,34 @@ ALL_OUTPUTS: Final[frozenset[str]] = frozenset(
         WEB_TASK_DEFINITION_ARN,
         WORKER_TASK_DEFINITION_ARN,
         AUDIT_TASK_DEFINITION_ARN,
+        AUDIT_TASK_FAMILY,
         MIGRATE_TASK_DEFINITION_ARN,
         AUDIT_SCHEDULE_NAME,
         ALARM_TOPIC_ARN,
         WEB_DEPLOYMENT_ALARMS,
         WORKER_DEPLOYMENT_ALARMS,
+    }
+)
+
+#: The outputs the scheduled audit task receives in `ENV_STACK_OUTPUTS`: what its queue
+#: health and security posture checks name. Not `APP_URL`: the task runs in private
+#: subnets with egress to the database and the VPC endpoints only, so it cannot reach the
+#: public load balancer, and the API probe says so (not run) rather than time out.
+AUDIT_TASK_OUTPUTS: Final[frozenset[str]] = frozenset(
+    {
+        DB_INSTANCE_ID,
+        DB_SECRET_ARN,
+        QUEUE_URL,
+        DLQ_URL,
+        DLQ_ARN,
+        ARTIFACT_BUCKET,
+        CLUSTER_NAME,
+        WEB_SERVICE_NAME,
+        WORKER_SERVICE_NAME,
+        WEB_TASK_DEFINITION_ARN,
+        WORKER_TASK_DEFINITION_ARN,
+        MIGRATE_TASK_DEFINITION_ARN,
+        AUDIT_TASK_FAMILY,
     }
 )
 
@@ -110,6 +136,9 @@ METRIC_AUDIT_FAILURES: Final = "AuditFailures"
 #: Differences between the live schema and the canonical one, plus migration checksum
 #: mismatches, found by one audit run (0 when there is no drift).
 METRIC_AUDIT_DRIFT_COUNT: Final = "AuditDriftCount"
+#: Size of the snapshot the restore drill restored, in megabytes (with RestoreSeconds,
+#: the restore time per GB that infra's trend alarm watches).
+METRIC_SNAPSHOT_MEGABYTES: Final = "SnapshotMegabytes"
 
 # Emitted by the workflow service (app/), in Embedded Metric Format on stdout.
 #: A task run that succeeded (count).
@@ -147,6 +176,10 @@ ENV_DLQ_URL: Final = "ROLLGATE_DLQ_URL"
 ENV_ARTIFACT_BUCKET: Final = "ROLLGATE_ARTIFACT_BUCKET"
 ENV_METRIC_NAMESPACE: Final = "ROLLGATE_METRIC_NAMESPACE"
 ENV_DB_INSTANCE_ID: Final = "ROLLGATE_DB_INSTANCE_ID"
+#: The scheduled audit task's view of its stack: a JSON object keyed by the stack output
+#: names above (`AUDIT_TASK_OUTPUTS`), resource identifiers only, never a secret value.
+#: `rollgate audit` reads it when no ``--stack-outputs`` file is given.
+ENV_STACK_OUTPUTS: Final = "ROLLGATE_STACK_OUTPUTS"
 #: The web container's listening port (the app defaults to 8000).
 ENV_PORT: Final = "PORT"
 #: Worker tuning the app reads; infra derives them from the queue's settings so the

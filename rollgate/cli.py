@@ -1103,7 +1103,8 @@ def _audit_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> N
         type=_path_option,
         default=None,
         metavar="FILE",
-        help="`pulumi stack output --json` of the stack (default: the task's environment)",
+        help="`pulumi stack output --json` of the stack (default: $ROLLGATE_STACK_OUTPUTS, "
+        "which infra gives the scheduled audit task); the report names the source",
     )
     group.add_argument(
         "--stack-name",

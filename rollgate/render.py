@@ -487,6 +487,8 @@ def audit_report(report: Any) -> str:
     lines.append(f"audit {verdict[report.exit_code]} in {report.seconds:.1f}s")
     if report.log_entry:
         lines.append(f"  logged as {report.log_entry} (sha256 {report.log_entry_sha256[:16]})")
+    if report.stack_outputs_source:
+        lines.append(f"  stack outputs from {report.stack_outputs_source}")
     for note in report.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)

@@ -109,6 +109,12 @@ REQUIRED_ALARM_METRICS: Final = (
     (outputs.METRIC_NAMESPACE, outputs.METRIC_SNAPSHOT_AGE_SECONDS, "snapshot age"),
     (outputs.METRIC_NAMESPACE, outputs.METRIC_RESTORE_SECONDS, "restore seconds"),
     (outputs.METRIC_NAMESPACE, outputs.METRIC_AUDIT_FAILURES, "audit failures"),
+    # Trend alarms (issue 12): restore time per GB, and the app's leading indicators.
+    (outputs.METRIC_NAMESPACE, outputs.METRIC_SNAPSHOT_MEGABYTES, "restore time per GB"),
+    (outputs.METRIC_NAMESPACE, outputs.METRIC_WEBHOOK_REJECTED, "rejected webhooks"),
+    (outputs.METRIC_NAMESPACE, outputs.METRIC_TASK_RETRIES, "task retries"),
+    (outputs.METRIC_NAMESPACE, outputs.METRIC_TASK_DURATION_MS, "task run time"),
+    (outputs.METRIC_NAMESPACE, outputs.METRIC_OUTBOX_PUBLISH_FAILURES, "outbox publish failures"),
 )
 
 Props = Mapping[str, Any]

@@ -20,6 +20,7 @@ store (``rollback.ledger``), and its numbers go to CloudWatch.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import RollgateError
+from core.errors import CannotRun, RollgateError
 from core.progress import Progress, silent
 from db.catalog import EVERY_SCHEMA
 from db.config import CatalogScope
@@ -42,6 +43,10 @@ from rollback.store import SnapshotStore, open_store
 
 __all__ = [
     "AUDIT_LOG",
+    "SOURCE_ENVIRONMENT",
+    "SOURCE_FILE",
+    "SOURCE_NONE",
+    "SOURCE_TASK_VARIABLES",
     "AuditOptions",
     "AuditReport",
     "CheckResult",
@@ -65,6 +70,8 @@ class AuditOptions:
     aws_endpoint_url: str | None = None
     #: ``pulumi stack output --json``; None skips (reports as not run) the AWS checks.
     stack_outputs: Mapping[str, Any] | None = None
+    #: Where ``stack_outputs`` came from (``SOURCE_*``), named in the report.
+    stack_outputs_source: str | None = None
     migrations: Sequence[Migration] | None = None
     schema: Path = BUNDLED_SCHEMA
     backend: str = "embedded"
@@ -94,6 +101,7 @@ class AuditReport:
     notes: tuple[str, ...] = ()
     #: Leading indicators read for the trend (not checks): e.g. rejected webhooks.
     indicators: dict[str, float] = field(default_factory=dict)
+    stack_outputs_source: str | None = None
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -136,12 +144,39 @@ class AuditReport:
             "log_entry_sha256": self.log_entry_sha256,
             "metrics_sent": self.metrics_sent,
             "notes": list(self.notes),
+            "stack_outputs_source": self.stack_outputs_source,
         }
 
 
-def stack_outputs_from_environment(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
-    """What the scheduled audit task knows of its stack (infra passes these variables)."""
+#: Where ``rollgate audit`` found the stack outputs (named in every report).
+SOURCE_FILE = "--stack-outputs"
+SOURCE_ENVIRONMENT = f"${outputs.ENV_STACK_OUTPUTS}"
+SOURCE_TASK_VARIABLES = "the task's ROLLGATE_* variables (partial)"
+SOURCE_NONE = "none"
+
+
+def stack_outputs_from_environment(
+    env: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, str]:
+    """What the scheduled audit task knows of its stack, and where that came from.
+
+    Infra gives the task ``$ROLLGATE_STACK_OUTPUTS`` (`infra.outputs.AUDIT_TASK_OUTPUTS`,
+    identifiers only). Without it, the plain task variables name a few resources, too
+    few for the queue-health and security-posture checks, which then say what is missing.
+    """
     env = os.environ if env is None else env
+    raw = env.get(outputs.ENV_STACK_OUTPUTS)
+    if raw:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise CannotRun(
+                f"{SOURCE_ENVIRONMENT} is not JSON ({exc}): it must hold the stack outputs "
+                "as one JSON object (set by infra/audit.py)"
+            ) from None
+        if not isinstance(data, dict):
+            raise CannotRun(f"{SOURCE_ENVIRONMENT} must be a JSON object of stack outputs")
+        return data, SOURCE_ENVIRONMENT
     known = {
         outputs.QUEUE_URL: env.get(outputs.ENV_QUEUE_URL),
         outputs.DLQ_URL: env.get(outputs.ENV_DLQ_URL),
@@ -149,7 +184,7 @@ def stack_outputs_from_environment(env: Mapping[str, str] | None = None) -> dict
         outputs.DB_INSTANCE_ID: env.get(outputs.ENV_DB_INSTANCE_ID),
     }
     found = {k: v for k, v in known.items() if v}
-    return found or None
+    return (found, SOURCE_TASK_VARIABLES) if found else (None, SOURCE_NONE)
 
 
 def run_audit(options: AuditOptions) -> AuditReport:
@@ -229,6 +264,8 @@ def run_audit(options: AuditOptions) -> AuditReport:
         seconds=time.monotonic() - started,
         thresholds=thresholds,
         notes=tuple(notes),
+        stack_outputs_source=options.stack_outputs_source
+        or (SOURCE_NONE if stack is None else None),
     )
     sent, indicators = _emit_metrics(report, options, notes)
     report = AuditReport(

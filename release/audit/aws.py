@@ -33,7 +33,10 @@ def client(service: str, endpoint_url: str | None) -> Any:
 
 def _need(stack: Mapping[str, Any] | None, *names: str) -> list[str]:
     if stack is None:
-        raise NotRunnable("no --stack-outputs given: the stack's resources are unknown")
+        raise NotRunnable(
+            f"no --stack-outputs given and no ${outputs.ENV_STACK_OUTPUTS}: the stack's "
+            "resources are unknown"
+        )
     missing = [n for n in names if not stack.get(n)]
     if missing:
         raise NotRunnable(f"the stack outputs lack {', '.join(missing)}")
@@ -256,53 +259,110 @@ def _queue_encryption(queue_url: str, endpoint_url: str | None) -> list[Finding]
 
 
 def _task_definitions(stack: Mapping[str, Any], endpoint_url: str | None) -> list[Finding]:
-    ecs = client("ecs", endpoint_url)
+    """No secret in plain environment variables; no app task with the master secret.
+
+    Each role's revisions are the one the stack outputs name plus, for web and worker,
+    whatever their services run now (a rollback moves a service to another revision).
+    The audit task names its family: it cannot carry its own revision's ARN.
+    """
     master = str(stack.get(outputs.DB_SECRET_ARN) or "")
-    app_tasks = {
-        "web": stack.get(outputs.WEB_TASK_DEFINITION_ARN),
-        "worker": stack.get(outputs.WORKER_TASK_DEFINITION_ARN),
+    if not master:
+        raise NotRunnable(f"the stack outputs lack {outputs.DB_SECRET_ARN}")
+    ecs = client("ecs", endpoint_url)
+    revisions: dict[str, list[str]] = {
+        "web": [str(stack.get(outputs.WEB_TASK_DEFINITION_ARN) or "")],
+        "worker": [str(stack.get(outputs.WORKER_TASK_DEFINITION_ARN) or "")],
+        "audit": [
+            str(
+                stack.get(outputs.AUDIT_TASK_DEFINITION_ARN)
+                or stack.get(outputs.AUDIT_TASK_FAMILY)
+                or ""
+            )
+        ],
+        "migrate": [str(stack.get(outputs.MIGRATE_TASK_DEFINITION_ARN) or "")],
     }
-    others = {
-        "audit": stack.get(outputs.AUDIT_TASK_DEFINITION_ARN),
-        "migrate": stack.get(outputs.MIGRATE_TASK_DEFINITION_ARN),
-    }
+    for role, running in _running_revisions(ecs, stack).items():
+        revisions[role] += running
     findings = []
-    for role, arn in {**app_tasks, **others}.items():
-        if not arn:
+    for role, references in revisions.items():
+        described = [
+            ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]
+            for ref in dict.fromkeys(r for r in references if r)
+        ]
+        if not described:
             continue
-        definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
         plain, master_users = [], []
-        for container in definition.get("containerDefinitions", []):
-            for variable in container.get("environment", []):
-                name, value = str(variable.get("name", "")), str(variable.get("value", ""))
-                if _SECRET_NAME.search(name) or _URL_WITH_PASSWORD.search(value):
-                    plain.append(f"{container.get('name')}.{name}")
-            for secret in container.get("secrets", []):
-                if master and str(secret.get("valueFrom", "")).startswith(master):
-                    master_users.append(f"{container.get('name')}.{secret.get('name')}")
+        for definition in described:
+            for container in definition.get("containerDefinitions", []):
+                plain += plain_secret_variables(container)
+                master_users += [
+                    f"{container.get('name')}.{secret.get('name')}"
+                    for secret in container.get("secrets", [])
+                    if str(secret.get("valueFrom", "")).startswith(master)
+                ]
+        checked = ", ".join(str(d.get("taskDefinitionArn")).rsplit("/", 1)[-1] for d in described)
         findings.append(
             Finding(
                 f"{role} task secrets",
                 not plain,
-                f"secrets in plain environment variables: {', '.join(plain)}"
+                f"secrets in plain environment variables: {', '.join(plain)} ({checked})"
                 if plain
-                else "no secret in plain environment variables",
+                else f"no secret in plain environment variables ({checked})",
             )
         )
-        if role in app_tasks:
+        if role in _APP_ROLES:
             findings.append(
                 Finding(
                     f"{role} task database role",
                     not master_users,
-                    f"uses the master secret ({', '.join(master_users)}): give it the app "
-                    "role's secret"
+                    f"uses the master secret ({', '.join(master_users)}; {checked}): give it "
+                    "the app role's secret"
                     if master_users
-                    else "does not use the master secret",
+                    else f"does not use the master secret ({checked})",
                 )
             )
-    if not master:
-        raise NotRunnable(f"the stack outputs lack {outputs.DB_SECRET_ARN}")
     return findings
+
+
+#: The app's task roles: they connect as the app role, never with the master secret.
+_APP_ROLES = ("web", "worker")
+
+
+def plain_secret_variables(container: Mapping[str, Any]) -> list[str]:
+    """``container.VARIABLE`` for each environment variable that looks like a secret."""
+    return [
+        f"{container.get('name')}.{variable.get('name')}"
+        for variable in container.get("environment", [])
+        if _SECRET_NAME.search(str(variable.get("name", "")))
+        or _URL_WITH_PASSWORD.search(str(variable.get("value", "")))
+    ]
+
+
+def _running_revisions(ecs: Any, stack: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Role -> the task definitions its service's deployments run now (none if unnamed)."""
+    cluster = stack.get(outputs.CLUSTER_NAME)
+    services = {
+        str(name): role
+        for role, name in (
+            ("web", stack.get(outputs.WEB_SERVICE_NAME)),
+            ("worker", stack.get(outputs.WORKER_SERVICE_NAME)),
+        )
+        if name
+    }
+    if not cluster or not services:
+        return {}
+    answer = ecs.describe_services(cluster=str(cluster), services=list(services))
+    running: dict[str, list[str]] = {}
+    for service in answer.get("services", []):
+        role = services.get(str(service.get("serviceName")))
+        if role is not None:
+            # The primary revision, and any other still running while a deployment rolls.
+            running[role] = [
+                str(d["taskDefinition"])
+                for d in [service, *service.get("deployments", [])]
+                if d.get("taskDefinition")
+            ]
+    return running
 
 
 #: Report metric -> CloudWatch metric name (the names infra's alarms watch).
@@ -311,6 +371,7 @@ METRICS = {
     "restore_seconds": (outputs.METRIC_RESTORE_SECONDS, "Seconds"),
     "drift_count": (outputs.METRIC_AUDIT_DRIFT_COUNT, "Count"),
     "failures": (outputs.METRIC_AUDIT_FAILURES, "Count"),
+    "snapshot_mb": (outputs.METRIC_SNAPSHOT_MEGABYTES, "Megabytes"),
 }
 
 

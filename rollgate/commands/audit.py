@@ -15,6 +15,7 @@ from db.migrations import load_migrations
 from infra import outputs
 from release.audit import (
     AUDIT_LOG,
+    SOURCE_FILE,
     AuditOptions,
     Thresholds,
     run_audit,
@@ -27,8 +28,11 @@ from rollgate.commands import Options, Outcome
 from rollgate.commands.snapshot import open_snapshot_store
 
 
-def load_stack_outputs(path: Path | None) -> dict[str, Any] | None:
-    """``pulumi stack output --json`` from ``path``; else what the task environment says."""
+def load_stack_outputs(path: Path | None) -> tuple[dict[str, Any] | None, str]:
+    """``pulumi stack output --json`` from ``path`` (it wins); else the task's environment.
+
+    Returns the outputs and where they came from, which the report names.
+    """
     if path is None:
         return stack_outputs_from_environment()
     try:
@@ -37,7 +41,7 @@ def load_stack_outputs(path: Path | None) -> dict[str, Any] | None:
         raise CannotRun(f"{path}: cannot read the stack outputs ({exc})") from exc
     if not isinstance(data, dict):
         raise CannotRun(f"{path}: stack outputs must be a JSON object (pulumi stack output --json)")
-    return data
+    return data, f"{SOURCE_FILE} {path}"
 
 
 #: libpq variables the scheduled audit task receives (infra.tasks) instead of a DSN.
@@ -87,12 +91,14 @@ def audit(
     record: bool,
 ) -> Outcome:
     """Run every check; exit 1 on a failure, 2 when a check could not run."""
+    stack, source = load_stack_outputs(stack_outputs)
     report = run_audit(
         AuditOptions(
             dsn=audit_dsn(opts),
             store=open_snapshot_store(audit_store(store), aws_endpoint_url),
             aws_endpoint_url=aws_endpoint_url,
-            stack_outputs=load_stack_outputs(stack_outputs),
+            stack_outputs=stack,
+            stack_outputs_source=source,
             migrations=load_migrations(opts.migrations_dir),
             schema=opts.schema_path,
             backend=backend,

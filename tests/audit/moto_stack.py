@@ -12,6 +12,7 @@ from infra import outputs
 
 MASTER_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-master-AbCdEf"
 APP_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rollgate-app-AbCdEf"
+AUDIT_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rollgate-audit-AbCdEf"
 
 
 def build_stack(endpoint: str) -> dict[str, Any]:
@@ -94,6 +95,16 @@ def build_stack(endpoint: str) -> dict[str, Any]:
         return str(answer["taskDefinition"]["taskDefinitionArn"])
 
     plain = {outputs.ENV_DB_HOST: "db.internal", outputs.ENV_QUEUE_URL: queue_url}
+    web, worker = task("web", APP_SECRET, plain), task("worker", APP_SECRET, plain)
+    task("audit", AUDIT_SECRET, plain)  # the audit names its family, not its own revision
+    cluster = f"rollgate-{token}"
+    ecs.create_cluster(clusterName=cluster)
+    services = {}
+    for role, definition in (("web", web), ("worker", worker)):
+        services[role] = f"rollgate-{role}-{token}"
+        ecs.create_service(
+            cluster=cluster, serviceName=services[role], taskDefinition=definition, desiredCount=0
+        )
     return {
         outputs.QUEUE_URL: queue_url,
         outputs.DLQ_URL: dlq_url,
@@ -102,7 +113,16 @@ def build_stack(endpoint: str) -> dict[str, Any]:
         outputs.DB_INSTANCE_ID: instance,
         outputs.DB_SECRET_ARN: MASTER_SECRET,
         outputs.DB_APP_SECRET_ARN: APP_SECRET,
-        outputs.WEB_TASK_DEFINITION_ARN: task("web", APP_SECRET, plain),
-        outputs.WORKER_TASK_DEFINITION_ARN: task("worker", APP_SECRET, plain),
+        outputs.WEB_TASK_DEFINITION_ARN: web,
+        outputs.WORKER_TASK_DEFINITION_ARN: worker,
         outputs.MIGRATE_TASK_DEFINITION_ARN: task("migrate", MASTER_SECRET, plain),
+        outputs.AUDIT_TASK_FAMILY: f"audit-{token}",
+        outputs.CLUSTER_NAME: cluster,
+        outputs.WEB_SERVICE_NAME: services["web"],
+        outputs.WORKER_SERVICE_NAME: services["worker"],
     }
+
+
+def scheduled_task_environment(stack: dict[str, Any]) -> str:
+    """``$ROLLGATE_STACK_OUTPUTS`` as infra gives it to the audit task (infra/audit.py)."""
+    return json.dumps({name: stack[name] for name in sorted(outputs.AUDIT_TASK_OUTPUTS)})

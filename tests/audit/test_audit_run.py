@@ -11,13 +11,15 @@ import boto3
 import psycopg
 import pytest
 
+from core.errors import CannotRun
 from db.throwaway import ThrowawayPostgres
 from infra import outputs
 from release.audit import AUDIT_LOG, AuditOptions, Thresholds, run_audit
 from rollback import ledger
 from rollback.snapshot import create_snapshot
 from rollback.store import open_store
-from tests.audit.moto_stack import build_stack
+from rollgate.commands.audit import load_stack_outputs
+from tests.audit.moto_stack import build_stack, scheduled_task_environment
 from tests.rollgate.conftest import run
 
 
@@ -74,7 +76,8 @@ def test_a_healthy_stack_passes_every_check_and_is_logged(
     }
     assert report.exit_code == 2  # not run is never a pass
     assert "appUrl" in report.not_run[0].summary
-    assert report.metrics_sent == 4
+    assert report.metrics_sent == 5  # with the drilled snapshot's size (restore time per GB)
+    assert report.stack_outputs_source is None  # given by the caller, not loaded
     assert report.metrics["webhook_rejected"] == 7.0  # the trend's leading indicator
     entries = ledger.read(store, AUDIT_LOG)
     assert len(entries) == 1
@@ -108,7 +111,16 @@ def test_the_cli_audits_then_verify_log_names_a_tampered_entry(
     server: ThrowawayPostgres,
     store_dir: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in (
+        outputs.ENV_STACK_OUTPUTS,
+        outputs.ENV_QUEUE_URL,
+        outputs.ENV_DLQ_URL,
+        outputs.ENV_ARTIFACT_BUCKET,
+        outputs.ENV_DB_INSTANCE_ID,
+    ):
+        monkeypatch.delenv(name, raising=False)
     for _ in range(2):
         code, out, _ = run(
             capsys, "audit", "--dsn", migrated_dsn, "--store", str(store_dir), "--json", "-q"
@@ -121,6 +133,7 @@ def test_the_cli_audits_then_verify_log_names_a_tampered_entry(
     assert "NOT RUN  restore_drill: no snapshot" in out
     assert "PASS     integrity" in out
     assert "audit INCOMPLETE" in out
+    assert "stack outputs from none" in out  # no file, no $ROLLGATE_STACK_OUTPUTS
     code, out, _ = run(capsys, "audit", "verify-log", "--store", str(store_dir))
     assert code == 0 and "3 entries" in out
 
@@ -198,8 +211,51 @@ def test_the_scheduled_task_form_reads_libpq_variables_and_the_bucket(
             monkeypatch.setenv(name, str(params[key]))
     monkeypatch.setenv(outputs.ENV_ARTIFACT_BUCKET, s3_bucket)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    # What infra/audit.py puts in the task definition: the stack's resource identifiers.
+    monkeypatch.setenv(
+        outputs.ENV_STACK_OUTPUTS, scheduled_task_environment(build_stack(moto_endpoint))
+    )
     code, out, _ = run(capsys, "audit", "--json", "-q")
     result = json.loads(out)["result"]
     assert code == 2, result
     assert result["checks"][0]["status"] == "passed"  # schema drift ran against PG*
     assert result["log_entry"].startswith(f"s3://{s3_bucket}/logs/audit/")
+    # Issue 12's gap: on the schedule these were "not run" (no stack outputs).
+    checks = {c["check"]: c for c in result["checks"]}
+    assert checks["security_posture"]["status"] == "passed", checks["security_posture"]
+    assert checks["queue_health"]["status"] == "passed", checks["queue_health"]
+    assert len(checks["security_posture"]["findings"]) >= 12
+    assert result["stack_outputs_source"] == f"${outputs.ENV_STACK_OUTPUTS}"
+    # Still not run: the API probe (the task cannot reach the public load balancer) and
+    # the restore drill (no snapshot in this store).
+    assert set(result["not_run"]) == {"api_probe", "restore_drill"}
+
+
+def test_the_stack_outputs_file_wins_over_the_environment(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = build_stack(moto_endpoint)
+    monkeypatch.setenv(outputs.ENV_STACK_OUTPUTS, scheduled_task_environment(stack))
+    given = tmp_path / "outputs.json"
+    given.write_text(json.dumps({outputs.APP_URL: "https://app.example"}))
+    assert load_stack_outputs(given) == (
+        {outputs.APP_URL: "https://app.example"},
+        f"--stack-outputs {given}",
+    )
+    from_environment, source = load_stack_outputs(None)
+    assert source == "$ROLLGATE_STACK_OUTPUTS"
+    assert from_environment == json.loads(scheduled_task_environment(stack))
+    monkeypatch.delenv(outputs.ENV_STACK_OUTPUTS)
+    monkeypatch.setenv(outputs.ENV_QUEUE_URL, stack[outputs.QUEUE_URL])
+    partial, source = load_stack_outputs(None)
+    assert partial == {outputs.QUEUE_URL: stack[outputs.QUEUE_URL]}
+    assert "partial" in source
+
+
+@pytest.mark.parametrize("value", ["{not json", "[1, 2]"])
+def test_a_malformed_stack_outputs_variable_cannot_run(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(outputs.ENV_STACK_OUTPUTS, value)
+    with pytest.raises(CannotRun, match=r"\$ROLLGATE_STACK_OUTPUTS"):
+        load_stack_outputs(None)

@@ -169,3 +169,38 @@ def test_metrics_go_to_the_rollgate_namespace_with_the_stack_dimension(
         m["Dimensions"] == [{"Name": outputs.METRIC_DIMENSION_STACK, "Value": stack_name}]
         for m in listed
     )
+
+
+def test_a_service_rolled_onto_a_revision_with_the_master_secret_fails(
+    stack: dict[str, Any], moto_endpoint: str
+) -> None:
+    """The revision the stack outputs name is clean; the one the service runs now is not."""
+    ecs: Any = boto3.client("ecs", endpoint_url=moto_endpoint)
+    bad = ecs.register_task_definition(
+        family=f"worker-rolled-{secrets.token_hex(3)}",
+        containerDefinitions=[
+            {
+                "name": "worker",
+                "image": "rollgate/app:old",
+                "memory": 512,
+                "secrets": [{"name": "PGPASSWORD", "valueFrom": f"{MASTER_SECRET}:password::"}],
+            }
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(
+        cluster=stack[outputs.CLUSTER_NAME],
+        service=stack[outputs.WORKER_SERVICE_NAME],
+        taskDefinition=bad,
+    )
+    result = security_posture(stack, moto_endpoint)
+    assert failed(result) == {"worker task database role"}
+    assert bad.rsplit("/", 1)[-1] in result.summary
+    # Without the cluster and service names only the stack's own revision is checked.
+    unnamed = {k: v for k, v in stack.items() if k != outputs.CLUSTER_NAME}
+    assert security_posture(unnamed, moto_endpoint).status is Status.PASSED
+
+
+def test_the_audit_task_is_checked_by_its_family(stack: dict[str, Any], moto_endpoint: str) -> None:
+    result = security_posture(stack, moto_endpoint)
+    [audit] = [f for f in result.findings if f.name == "audit task secrets"]
+    assert audit.ok and stack[outputs.AUDIT_TASK_FAMILY] in audit.evidence

@@ -446,6 +446,11 @@ def all_alarms(dlq_queue_name: str = "dlq", skip: str | None = None) -> list[Res
         alarm("snapshot", outputs.METRIC_NAMESPACE, outputs.METRIC_SNAPSHOT_AGE_SECONDS),
         alarm("restore", outputs.METRIC_NAMESPACE, outputs.METRIC_RESTORE_SECONDS),
         alarm("audit", outputs.METRIC_NAMESPACE, outputs.METRIC_AUDIT_FAILURES),
+        alarm("per-gb", outputs.METRIC_NAMESPACE, outputs.METRIC_SNAPSHOT_MEGABYTES),
+        alarm("webhooks", outputs.METRIC_NAMESPACE, outputs.METRIC_WEBHOOK_REJECTED),
+        alarm("retries", outputs.METRIC_NAMESPACE, outputs.METRIC_TASK_RETRIES),
+        alarm("duration", outputs.METRIC_NAMESPACE, outputs.METRIC_TASK_DURATION_MS),
+        alarm("outbox", outputs.METRIC_NAMESPACE, outputs.METRIC_OUTBOX_PUBLISH_FAILURES),
     ]
     return [r for r in fixture if r.name != skip]
 
@@ -800,6 +805,8 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
             all_alarms(skip="restore"),
             all_alarms(skip="5xx"),
             all_alarms(skip="snapshot"),
+            all_alarms(skip="webhooks"),
+            all_alarms(skip="per-gb"),
             all_alarms(dlq_queue_name="tasks"),
             [
                 *all_alarms(),

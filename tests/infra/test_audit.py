@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from infra import outputs
+from infra.audit import audit_stack_outputs
+from release.audit.aws import plain_secret_variables
 from tests.infra.harness import ProgramRun
 
 
@@ -135,3 +139,54 @@ def test_audit_security_group_reaches_the_database(run: ProgramRun) -> None:
         if "securityGroup:SecurityGroup" in urn
     ]
     assert run.by_urn[group_urn].tags["rollgate:role"] == "audit"
+
+
+def audit_environment(run: ProgramRun) -> dict[str, str]:
+    task = run.one("aws:ecs/taskDefinition:TaskDefinition", "-audit-task")
+    [container] = json.loads(task.inputs["containerDefinitions"])
+    return {v["name"]: v["value"] for v in container["environment"]}
+
+
+def test_the_scheduled_audit_is_told_the_stack_outputs_its_checks_name(run: ProgramRun) -> None:
+    """Gap of issue 12: without them, security posture and queue health never ran."""
+    given = json.loads(audit_environment(run)[outputs.ENV_STACK_OUTPUTS])
+    assert set(given) == outputs.AUDIT_TASK_OUTPUTS
+    # The same values `pulumi stack output` gives an operator, resolved at deploy time.
+    assert given == {name: run.exports[name] for name in outputs.AUDIT_TASK_OUTPUTS}
+    # Its own revision's ARN cannot be in it (the revision being created); its family is.
+    assert outputs.AUDIT_TASK_DEFINITION_ARN not in given
+    assert given[outputs.AUDIT_TASK_FAMILY] == f"rollgate-{run.stack}-audit"
+    # What the posture checks need to run at all (release/audit/aws.py).
+    for name in (outputs.DB_INSTANCE_ID, outputs.ARTIFACT_BUCKET, outputs.QUEUE_URL):
+        assert given[name]
+    assert given[outputs.DB_SECRET_ARN].startswith("arn:aws:secretsmanager:")
+
+
+def test_the_audit_environment_holds_identifiers_never_a_secret_value(run: ProgramRun) -> None:
+    environment = audit_environment(run)
+    text = environment[outputs.ENV_STACK_OUTPUTS]
+    # The mocks' generated role password: a secret value the program handles.
+    assert "mock-generated-password-not-a-secret" not in text
+    for value in json.loads(text).values():
+        assert value.startswith(("arn:aws:", "https://sqs.")) or "/" not in value, value
+    # The audit's own plain-environment check (and the policy pack's) finds nothing.
+    assert (
+        plain_secret_variables(
+            {
+                "name": "audit",
+                "environment": [{"name": k, "value": v} for k, v in environment.items()],
+            }
+        )
+        == []
+    )
+
+
+def test_the_audit_outputs_must_be_exactly_the_agreed_set() -> None:
+    """A check that needs a new output fails here until infra passes it too."""
+    with pytest.raises(
+        ValueError, match=r"missing \['artifactBucket', 'clusterName', 'dbInstanceId'"
+    ):
+        audit_stack_outputs("rollgate-dev-audit", {})
+    every = {name: "x" for name in outputs.AUDIT_TASK_OUTPUTS - {outputs.AUDIT_TASK_FAMILY}}
+    with pytest.raises(ValueError, match=r"unexpected \['appUrl'\]"):
+        audit_stack_outputs("rollgate-dev-audit", {**every, outputs.APP_URL: "https://x"})

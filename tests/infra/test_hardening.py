@@ -108,7 +108,7 @@ def endpoint_document(run: ProgramRun, service: str) -> dict[str, Any]:
 
 def test_every_endpoint_has_a_policy(run: ProgramRun) -> None:
     endpoints = run.of_type(ENDPOINT)
-    assert len(endpoints) == 8
+    assert len(endpoints) == 9  # s3 gateway + 8 interface endpoints (ecs: the audit)
     attached = {
         urn
         for p in run.of_type(ENDPOINT_POLICY)
@@ -321,3 +321,57 @@ def test_minor_upgrades_follow_config() -> None:
     instance = pinned.one("aws:rds/instance:Instance").inputs
     assert instance["engineVersion"] == "18.1"
     assert instance["autoMinorVersionUpgrade"] is False
+
+
+#: What the scheduled audit calls through each endpoint (release/audit/aws.py,
+#: rollback/store.py): without NAT, an action an endpoint policy omits is denied.
+AUDIT_CALLS_BY_ENDPOINT = {
+    "rds": {"rds:DescribeDBInstances", "rds:DescribeDBParameters", "rds:DescribeDBSnapshots"},
+    "ecs": {"ecs:DescribeTaskDefinition", "ecs:DescribeServices"},
+    "monitoring": {"cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData"},
+    "sqs": {"sqs:GetQueueAttributes"},
+    "s3": {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:GetBucketVersioning",
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:GetBucketPublicAccessBlock",
+        "s3:GetBucketAcl",
+        "s3:GetBucketPolicy",
+    },
+}
+
+
+def test_endpoint_policies_let_the_scheduled_audit_read_what_it_checks(run: ProgramRun) -> None:
+    for service, calls in AUDIT_CALLS_BY_ENDPOINT.items():
+        allowed = {a for s in endpoint_document(run, service)["Statement"] for a in s["Action"]}
+        assert sorted(calls - allowed) == [], service
+    rds = endpoint_document(run, "rds")["Statement"]
+    [parameters] = [s for s in rds if s["Action"] == ["rds:DescribeDBParameters"]]
+    audit_role = run.one("aws:iam/rolePolicy:RolePolicy", "-audit-task-policy")
+    [granted] = [
+        s
+        for s in json.loads(audit_role.inputs["policy"])["Statement"]
+        if s["Sid"] == "InspectParameterGroup"
+    ]
+    assert parameters["Resource"] == granted["Resource"]  # this stack's parameter group only
+    ecs = endpoint_document(run, "ecs")["Statement"]
+    [services] = [s for s in ecs if s["Action"] == ["ecs:DescribeServices"]]
+    cluster = run.exports[outputs.CLUSTER_NAME]
+    assert services["Resource"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:service/{cluster}/*"]
+    for statement in ecs:
+        assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": ACCOUNT_ID}}
+
+
+def test_the_ecs_endpoint_keeps_the_workers_task_protection(run: ProgramRun) -> None:
+    """The ECS endpoint (added for the audit) must not deny what the worker already does."""
+    worker_role = run.one("aws:iam/rolePolicy:RolePolicy", "-worker-task-policy")
+    [protection] = [
+        s
+        for s in json.loads(worker_role.inputs["policy"])["Statement"]
+        if s["Sid"] == "ProtectOwnTaskWhileWorking"
+    ]
+    ecs = endpoint_document(run, "ecs")["Statement"]
+    [allowed] = [s for s in ecs if set(s["Action"]) == set(protection["Action"])]
+    assert allowed["Resource"] == protection["Resource"]

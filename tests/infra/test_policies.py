@@ -92,7 +92,27 @@ def policies_failing(resources: list[CapturedResource]) -> set[str]:
             "s3-noncurrent-version-lifecycle",
         ),
         ("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy", "", "sqs-dead-letter-queue"),
-        ("aws:cloudwatch/metricAlarm:MetricAlarm", "-restore-seconds", "leading-indicator-alarms"),
+        (
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            "-restore-seconds-per-gb",
+            "leading-indicator-alarms",
+        ),
+        (
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            "-webhook-rejections",
+            "leading-indicator-alarms",
+        ),
+        (
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            "-task-failure-rate",
+            "leading-indicator-alarms",
+        ),
+        ("aws:cloudwatch/metricAlarm:MetricAlarm", "-task-duration", "leading-indicator-alarms"),
+        (
+            "aws:cloudwatch/metricAlarm:MetricAlarm",
+            "-outbox-publish-failures",
+            "leading-indicator-alarms",
+        ),
         ("aws:cloudwatch/metricAlarm:MetricAlarm", "-dlq-not-empty", "leading-indicator-alarms"),
         (
             "aws:cloudwatch/metricAlarm:MetricAlarm",

@@ -160,7 +160,7 @@ def test_served_pack_fails_an_endpoint_without_a_policy_and_a_plain_log_group(
     ]
     stack = analyze_stack(analyzer, without_endpoint_policies).diagnostics
     assert {d.policyName for d in stack} == {"vpc-endpoint-policies"}
-    assert len(stack) == 8  # every endpoint, each named
+    assert len(stack) == 9  # every endpoint, each named
     assert {d.enforcementLevel for d in stack} == {MANDATORY}
 
     log_group = next(r for r in prod.resources if r.type == "aws:cloudwatch/logGroup:LogGroup")
