@@ -52,8 +52,9 @@ from psycopg import sql
 from core.errors import CannotRun, RollgateError
 from core.paths import writable_directory
 from core.progress import Progress, silent
+from db.catalog import Catalog, diff_catalogs, read_catalog
 from db.checksums import TableChecksum, parallel_table_checksums
-from db.destructive import DestructiveRevert, classify_reverts
+from db.destructive import DestructiveRevert, affected_data, classify_reverts
 from db.lint import lint_migrations, lintable_files, set_aside_expected_drops, split_at_baseline
 from db.migrations import Migration, load_migrations
 from db.plan import check_history, current_version
@@ -75,6 +76,10 @@ PASSED, FAILED, NOT_RUN, SKIPPED = "passed", "failed", "inconclusive", "skipped"
 STEPS = ("static", "snapshot", "verify", "rehearse", "budget")
 EXIT_CODES = {GO: 0, NO_GO: 1, INCONCLUSIVE: 2}
 SMOKE_MISSING = "smoke suite not available"
+REVERT_PROOF = (
+    "the gate reverted this copy and compared its catalog with the copy's before the "
+    "migrations, and its data with the snapshot's checksums"
+)
 _DECLARED_LOSS = re.compile(r"^--\s*declared-data-loss:\s*\S", re.MULTILINE)
 
 
@@ -190,6 +195,10 @@ class _State:
     blocked: list[str] = field(default_factory=list)
     previous_app_ok: bool | None = None
     previous_app_problems: list[str] = field(default_factory=list)
+    #: The copy's catalog before the rehearsal migrated it (the revert must restore it).
+    catalog_before: Catalog | None = None
+    #: Tables whose data the down files lose as declared (recorded, not findings).
+    declared_losses: list[str] = field(default_factory=list)
     rehearsed: bool = False
     rehearsal_db: str | None = None
     #: The copy's checksums after the rehearsal's revert (the smoke suite starts from them).
@@ -504,6 +513,8 @@ def _rehearse(state: _State, step: StepResult) -> None:
     _app_runners(options)  # a given image that cannot run: inconclusive before any work
     timings: dict[str, float] = {}
     step.details["timings_seconds"] = timings
+    with psycopg.connect(dsn) as conn:
+        state.catalog_before = read_catalog(conn)
     with _timed(timings, "migrations"):
         step.details["migrations"] = _rehearse_migrations(state, dsn, step)
     with _timed(timings, "apps_and_revert"):
@@ -563,11 +574,15 @@ def _rehearse_migrations(state: _State, dsn: str, step: StepResult) -> dict[str,
 
 
 def _revert_and_compare(state: _State, dsn: str) -> list[str]:
-    """Revert the pending migrations; the data from before the release must be as it was.
+    """Revert the pending migrations; the catalog and the data from before must be back.
 
-    The reference is the snapshot's manifest (the data before the release).
+    The data's reference is the snapshot's manifest (the data before the
+    release); the catalog's is the copy's own, read before the migrations ran.
     The rows the rehearsal's own requests wrote are deleted first (they are
-    marked), so what remains is exactly the down migrations' effect on data.
+    marked), so what remains is exactly the down migrations' effect. Data a
+    down file loses as ``db.destructive`` reads it (declared, or written by its
+    up) is recorded, not a finding: the static step already refused the
+    undeclared kind, as the smoke suite's reversibility check does.
     """
     from rollback.verify import load_manifest
 
@@ -577,6 +592,16 @@ def _revert_and_compare(state: _State, dsn: str) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM public.execution_tasks WHERE payload ? 'gate_rehearsal'")
         conn.execute("DELETE FROM public.payment_events WHERE stripe_event_id LIKE 'evt\\_gate%%'")
+    problems = []
+    if state.catalog_before is not None:
+        with psycopg.connect(dsn) as conn:
+            differences = diff_catalogs(state.catalog_before, read_catalog(conn))
+        if differences:
+            shown = "; ".join(str(d.describe()) for d in differences[:10])
+            problems.append(
+                f"the revert left the catalog different from before the release in "
+                f"{len(differences)} place(s): {shown}. Make each down file undo its up"
+            )
     manifest = load_manifest(state.options.store, state.snapshot_id)
     # The apps are stopped: nothing writes to the copy, so two sessions can sum it,
     # by the method the snapshot's checksums were taken with.
@@ -584,14 +609,18 @@ def _revert_and_compare(state: _State, dsn: str) -> list[str]:
         dsn, exclude_schemas=("rollgate",), method=manifest.checksum_method
     )
     after = {c.table: c for c in state.start_checksums}
-    problems = []
+    declared = affected_data(classify_reverts(state.pending))
     for before in manifest.tables:
         if before.table.startswith("rollgate."):
             continue
         now = after.get(before.table)
-        if now is None:
+        if now is not None and now.same_rows(before):
+            continue
+        if before.table in declared:
+            state.declared_losses.append(before.table)
+        elif now is None:
             problems.append(f"the revert dropped {before.table}, which existed before the release")
-        elif not now.same_rows(before):
+        else:
             problems.append(
                 f"the revert changed the data of {before.table} ({before.rows} rows before the "
                 f"release, {now.rows} after the revert): the down migrations destroy data they "
@@ -719,7 +748,11 @@ def _rehearse_apps(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
                 )
     state.progress("reverting the pending migrations and comparing the data")
     problems = _revert_and_compare(state, dsn)
-    result["revert"] = problems or "reverted; the data from before the release is unchanged"
+    result["revert"] = problems or (
+        "reverted; the catalog and the data from before the release are unchanged"
+    )
+    if state.declared_losses:
+        result["declared_losses"] = state.declared_losses
     step.findings += problems
     return result
 
@@ -786,6 +819,9 @@ def _run_smoke(state: _State, dsn: str, step: StepResult) -> dict[str, Any]:
     smoke_options = smoke_run.SmokeOptions(
         database=state.rehearsal_db,
         server_handoff=handoff(state.server),
+        # The gate's revert check has just proven the revert on this very copy, against
+        # the snapshot: a second proof would clone and sum the whole copy again.
+        reversibility_proven_by=REVERT_PROOF,
         # Summed by the revert check a moment ago, with nothing written since.
         start_checksums=(
             write_checksums(output / "start-checksums.json", state.start_checksums)

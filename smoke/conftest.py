@@ -63,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="start from this database on the server the gate hands over (see smoke.run)",
     )
     add("--smoke-start-checksums", type=Path, default=None, help="the start database's checksums")
+    add(
+        "--smoke-reversibility-proven-by",
+        default=None,
+        help="the caller proves the revert (say how): no clone, the check is skipped",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -127,6 +132,7 @@ def prepared(pytestconfig: pytest.Config, summary: Summary) -> Iterator[Prepared
         aws_endpoint_url=smoke_option(pytestconfig, "aws-endpoint-url"),
         database=smoke_option(pytestconfig, "database"),
         start_checksums_file=smoke_option(pytestconfig, "start-checksums"),
+        reversibility_proven_by=smoke_option(pytestconfig, "reversibility-proven-by"),
     )
     summary.prepared = result.to_dict()
     summary.locks = [m.to_dict() for m in result.locks]

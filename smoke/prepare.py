@@ -60,6 +60,8 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
     #: The revert clone's name; set when the server is borrowed (its owner stops it).
     borrowed_clone: str | None = None
+    #: How the caller proved the revert instead of this suite (no clone then).
+    reversibility_proven_by: str | None = None
 
     def close(self) -> None:
         """Stop our server; on a borrowed one, drop only the clone this suite made."""
@@ -151,6 +153,7 @@ def prepare(
     aws_endpoint_url: str | None = None,
     database: str | None = None,
     start_checksums_file: Path | None = None,
+    reversibility_proven_by: str | None = None,
 ) -> Prepared:
     """Start the server, build the starting point, migrate with lock sampling, clone.
 
@@ -158,6 +161,8 @@ def prepare(
     ``$ROLLGATE_THROWAWAY_HANDOFF`` (the gate's verified copy), instead; with
     ``start_checksums_file`` (``write_checksums``), the start's checksums are
     read from it rather than summed again (the gate has just summed them).
+    ``reversibility_proven_by``: the caller proves the revert (and says how), so
+    no clone is made and the reversibility check is skipped with that reason.
     """
     migrations = load_migrations(migrations_dir)
     started = time.monotonic()
@@ -215,15 +220,11 @@ def prepare(
         _migrate_measuring_locks(prepared, lock_budget, progress)
         timings["migrate"] = time.monotonic() - mark
         mark = time.monotonic()
-        # Clone before any check writes: the reversibility check reverts the clone.
-        # On a borrowed server the clone is named after the start database (unique
-        # there), and dropped when the suite ends.
-        clone = REVERT_DATABASE if database is None else f"{database}_revert"[:63]
-        prepared.revert_dsn = create_database(
-            server, clone, template=database or DATABASE, owner=True
-        )
-        prepared.borrowed_clone = clone if database is not None else None
-        timings["clone"] = time.monotonic() - mark
+        if reversibility_proven_by is None:
+            _clone_for_revert(prepared, database)
+            timings["clone"] = time.monotonic() - mark
+        else:
+            prepared.reversibility_proven_by = reversibility_proven_by
         with connect(dsn) as conn:
             conn.execute("ANALYZE")
         return prepared
@@ -237,6 +238,19 @@ def write_checksums(path: Path, checksums: Sequence[TableChecksum]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"tables": [c.to_dict() for c in checksums]}, indent=1))
     return path
+
+
+def _clone_for_revert(prepared: Prepared, database: str | None) -> None:
+    """Clone the migrated database before any check writes: reversibility reverts the clone.
+
+    On a borrowed server the clone is named after the start database (unique
+    there), and dropped when the suite ends.
+    """
+    clone = REVERT_DATABASE if database is None else f"{database}_revert"[:63]
+    prepared.revert_dsn = create_database(
+        prepared.server, clone, template=database or DATABASE, owner=True
+    )
+    prepared.borrowed_clone = clone if database is not None else None
 
 
 def _start_checksums(

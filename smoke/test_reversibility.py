@@ -18,6 +18,9 @@ from smoke.summary import Summary
 def test_reverting_restores_the_starting_catalog_and_data(
     prepared: Prepared, summary: Summary
 ) -> None:
+    if prepared.reversibility_proven_by is not None:
+        summary.reversibility = {"proven_by": prepared.reversibility_proven_by}
+        pytest.skip(f"the revert is proven by the caller: {prepared.reversibility_proven_by}")
     if prepared.revert_dsn is None or not prepared.applied:
         pytest.skip("no pending migration was applied: nothing to revert")
     assert prepared.revert_dsn is not None

@@ -163,6 +163,7 @@ def test_a_healthy_release_passes_every_step_it_can_run(
         ("lock-past-budget", "rehearse", "blocked writers of public.execution_tasks"),
         ("app-not-ready", "rehearse", "the new app release is not ready"),
         ("incompatible-schema", "rehearse", "release N's app cannot run on the new schema"),
+        ("leaky-down", "rehearse", "the revert left the catalog different"),
     ],
 )
 def test_each_broken_release_is_no_go(
