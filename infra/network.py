@@ -520,6 +520,9 @@ class Network(pulumi.ComponentResource):
     ) -> dict[str, aws.ec2.SecurityGroup]:
         descriptions = {
             ROLE_LOAD_BALANCER: "Rollgate ALB: HTTP(S) from the internet, to web tasks only",
+            # A group's description cannot change in place (a new one replaces the group
+            # and every task using it), so this one stays: the web group also accepts the
+            # audit's API probe on the container port (rule web-from-audit below).
             ROLE_WEB: "Rollgate web tasks: from the ALB only",
             ROLE_WORKER: "Rollgate worker tasks: no inbound",
             ROLE_AUDIT: "Rollgate audit task: no inbound",
