@@ -179,6 +179,7 @@ audit = AuditJob(
             outputs.ARTIFACT_BUCKET: artifacts.bucket_name,
             outputs.CLUSTER_NAME: app.cluster.name,
             outputs.WEB_SERVICE_NAME: app.web_service.name,
+            outputs.WEB_CONTAINER_PORT: config.service.container_port,
             outputs.WORKER_SERVICE_NAME: app.worker_service.name,
             outputs.WEB_TASK_DEFINITION_ARN: app.web_task_definition.arn,
             outputs.WORKER_TASK_DEFINITION_ARN: app.worker_task_definition.arn,
@@ -234,6 +235,7 @@ pulumi.export(outputs.ARTIFACT_KMS_KEY_ARN, artifacts.kms_key_arn)
 pulumi.export(outputs.CLUSTER_NAME, app.cluster.name)
 pulumi.export(outputs.CLUSTER_ARN, app.cluster.arn)
 pulumi.export(outputs.WEB_SERVICE_NAME, app.web_service.name)
+pulumi.export(outputs.WEB_CONTAINER_PORT, config.service.container_port)
 pulumi.export(outputs.WORKER_SERVICE_NAME, app.worker_service.name)
 pulumi.export(outputs.WEB_TASK_DEFINITION_ARN, app.web_task_definition.arn)
 pulumi.export(outputs.WORKER_TASK_DEFINITION_ARN, app.worker_task_definition.arn)

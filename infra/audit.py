@@ -4,13 +4,16 @@ Creates:
 - a log group, an execution role and a task role for the audit task; the task
   role may only read what the audit checks (this instance, its parameter group
   and snapshots, the artifact bucket's settings and objects, this cluster's
-  services and the task definitions, the queues' attributes, Rollgate's
-  metrics), append to the audit log (``logs/audit/*`` in the artifact bucket,
-  SSE-KMS with the artifact key) and put metrics into Rollgate's namespace;
+  services, tasks (to find a web task to probe) and the task definitions, the
+  queues' attributes, Rollgate's metrics), append to the audit log
+  (``logs/audit/*`` in the artifact bucket, SSE-KMS with the artifact key) and
+  put metrics into Rollgate's namespace;
 - the Fargate task definition running ``rollgate audit --json``, told the stack's
   resource identifiers (``ROLLGATE_STACK_OUTPUTS``: the outputs in
-  ``outputs.AUDIT_TASK_OUTPUTS``, ARNs and names only, never a secret value) so
-  that its queue-health and security-posture checks run on the schedule too;
+  ``outputs.AUDIT_TASK_OUTPUTS``, ARNs, names and the web container port, never
+  a secret value) so that its queue-health and security-posture checks run on
+  the schedule too, and its API probe finds a web task to probe inside the VPC
+  (the web security group accepts the audit's group on that port: infra/network.py);
 - an EventBridge Scheduler schedule group and schedule (UTC, no flexible
   window, retries) that runs the task in the private app subnets without a
   public IP;
@@ -36,6 +39,7 @@ from infra.account import AwsAccount
 from infra.config import AuditConfig, CpuArchitecture, EcrRepository
 from infra.iam import (
     cluster_services_arn_pattern,
+    cluster_tasks_arn_pattern,
     policy_document,
     service_trust_policy,
     statement,
@@ -86,12 +90,12 @@ class AuditJobArgs:
     artifact_kms_key_arn: pulumi.Input[str]
     #: Stack outputs (by `infra.outputs` name) the audit reads: every name of
     #: ``outputs.AUDIT_TASK_OUTPUTS`` but the audit's own family, which AuditJob adds.
-    stack_outputs: Mapping[str, pulumi.Input[str]]
+    stack_outputs: Mapping[str, pulumi.Input[str] | int]
     tags: Mapping[str, str]
 
 
 def audit_stack_outputs(
-    family: str, stack_outputs: Mapping[str, pulumi.Input[str]]
+    family: str, stack_outputs: Mapping[str, pulumi.Input[str] | int]
 ) -> pulumi.Output[str]:
     """The ``ROLLGATE_STACK_OUTPUTS`` JSON: identifiers only, resolved at deploy time.
 
@@ -194,6 +198,20 @@ class AuditJob(pulumi.ComponentResource):
                         )
                     ],
                     sid="InspectServices",
+                ),
+                # The API probe finds a running web task's private address: ListTasks has
+                # no task resource type, so "*" limited to this cluster by ecs:cluster;
+                # DescribeTasks on this cluster's tasks only.
+                statement(
+                    ["ecs:ListTasks"],
+                    "*",
+                    sid="ListClusterTasks",
+                    condition={"ArnEquals": {"ecs:cluster": args.cluster_arn}},
+                ),
+                statement(
+                    ["ecs:DescribeTasks"],
+                    [pulumi.Output.from_input(args.cluster_arn).apply(cluster_tasks_arn_pattern)],
+                    sid="DescribeClusterTasks",
                 ),
                 # Neither action has a resource type: AWS authorises them against "*" only.
                 statement(

@@ -1,7 +1,8 @@
 """IAM policy documents as plain data, so least privilege is readable and testable.
 
 Every statement names its resources; the only ``"Resource": "*"`` statements are for
-actions AWS does not scope to a resource (see `UNSCOPED_ACTIONS`), which the
+actions AWS does not scope to a resource (see `UNSCOPED_ACTIONS`, and
+`CLUSTER_CONDITIONED_ACTIONS` under an ``ecs:cluster`` condition), which the
 CrossGuard pack also allows and nothing else.
 """
 
@@ -23,6 +24,11 @@ UNSCOPED_ACTIONS: Final = frozenset(
         "ecs:DescribeTaskDefinition",
     }
 )
+
+#: Actions AWS authorises against ``"*"`` (no resource type for the call) that an
+#: ``ArnEquals`` ``ecs:cluster`` condition limits to one cluster: allowed on ``"*"`` only
+#: with that condition.
+CLUSTER_CONDITIONED_ACTIONS: Final = frozenset({"ecs:ListTasks"})
 
 Statement = dict[str, Any]
 

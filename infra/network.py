@@ -17,7 +17,9 @@ Creates:
 - the stack's log key (KMS), usable by CloudWatch Logs for this stack's log
   groups only, and VPC flow logs to a group encrypted with it;
 - least-privilege security groups: load balancer, web, worker, audit, database,
-  endpoints. The database accepts 5432 only from web, worker and audit.
+  endpoints. The database accepts 5432 only from web, worker and audit; the web
+  tasks accept the container port only from the load balancer and the audit task
+  (its API probe, inside the VPC).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from infra.tagging import (
 INTERFACE_ENDPOINT_SERVICES: Final = (
     "ecr.api",  # image manifest + auth token
     "ecr.dkr",  # image pull
-    "ecs",  # audit: describe the services and task definitions it checks
+    "ecs",  # audit: describe the services, tasks and task definitions it checks
     "logs",  # awslogs driver
     "monitoring",  # custom metrics (PutMetricData)
     "rds",  # audit: describe the instance, its parameters and snapshots
@@ -150,6 +152,14 @@ def _from_this_account(
     }
 
 
+def _cluster_condition(item: Statement, cluster_arn: pulumi.Input[str]) -> Statement:
+    """`item`, further limited to calls naming this cluster (``ecs:cluster``)."""
+    return {
+        **item,
+        "Condition": {**item["Condition"], "ArnEquals": {"ecs:cluster": cluster_arn}},
+    }
+
+
 def endpoint_policy_statements(scope: EndpointScope) -> dict[str, list[Statement]]:
     """Endpoint policy statements per endpoint service (``s3`` is the gateway endpoint).
 
@@ -192,6 +202,17 @@ def endpoint_policy_statements(scope: EndpointScope) -> dict[str, list[Statement
             _from_this_account(
                 ["ecs:DescribeServices"],
                 [pulumi.Output.from_input(scope.cluster_arn).apply(cluster_services_arn_pattern)],
+                scope,
+            ),
+            # The audit's API probe finds a running web task's private address: list this
+            # cluster's tasks (no resource type: scoped by the ecs:cluster condition) and
+            # describe them (this cluster's tasks only).
+            _cluster_condition(
+                _from_this_account(["ecs:ListTasks"], "*", scope), scope.cluster_arn
+            ),
+            _from_this_account(
+                ["ecs:DescribeTasks"],
+                [pulumi.Output.from_input(scope.cluster_arn).apply(cluster_tasks_arn_pattern)],
                 scope,
             ),
             # The worker's scale-in protection (through the ECS agent, which calls the ECS
@@ -499,6 +520,9 @@ class Network(pulumi.ComponentResource):
     ) -> dict[str, aws.ec2.SecurityGroup]:
         descriptions = {
             ROLE_LOAD_BALANCER: "Rollgate ALB: HTTP(S) from the internet, to web tasks only",
+            # A group's description cannot change in place (a new one replaces the group
+            # and every task using it), so this one stays: the web group also accepts the
+            # audit's API probe on the container port (rule web-from-audit below).
             ROLE_WEB: "Rollgate web tasks: from the ALB only",
             ROLE_WORKER: "Rollgate worker tasks: no inbound",
             ROLE_AUDIT: "Rollgate audit task: no inbound",
@@ -587,6 +611,19 @@ class Network(pulumi.ComponentResource):
         )
         egress("lb-to-web", lb, args.app_port, "to web tasks", target=ROLE_WEB)
         ingress("web-from-lb", ROLE_WEB, args.app_port, "from the load balancer", source=lb)
+        # The scheduled audit's API probe: the audit task has no route to the public load
+        # balancer (no NAT by default), so it probes one web task's private address. Only
+        # the container port, and only from the audit's own group (no address range).
+        ingress(
+            "web-from-audit",
+            ROLE_WEB,
+            args.app_port,
+            "from the audit task (its API probe)",
+            source=ROLE_AUDIT,
+        )
+        egress(
+            "audit-to-web", ROLE_AUDIT, args.app_port, "to web tasks (API probe)", target=ROLE_WEB
+        )
 
         for role in (ROLE_WEB, ROLE_WORKER, ROLE_AUDIT):
             ingress(

@@ -44,6 +44,9 @@ ARTIFACT_KMS_KEY_ARN: Final = "artifactKmsKeyArn"
 CLUSTER_NAME: Final = "clusterName"
 CLUSTER_ARN: Final = "clusterArn"
 WEB_SERVICE_NAME: Final = "webServiceName"
+#: The port the web container listens on (the load balancer's target port); the scheduled
+#: audit probes a web task's private address on it from inside the VPC.
+WEB_CONTAINER_PORT: Final = "webContainerPort"
 WORKER_SERVICE_NAME: Final = "workerServiceName"
 WEB_TASK_DEFINITION_ARN: Final = "webTaskDefinitionArn"
 WORKER_TASK_DEFINITION_ARN: Final = "workerTaskDefinitionArn"
@@ -84,6 +87,7 @@ ALL_OUTPUTS: Final[frozenset[str]] = frozenset(
         CLUSTER_NAME,
         CLUSTER_ARN,
         WEB_SERVICE_NAME,
+        WEB_CONTAINER_PORT,
         WORKER_SERVICE_NAME,
         WEB_TASK_DEFINITION_ARN,
         WORKER_TASK_DEFINITION_ARN,
@@ -98,9 +102,10 @@ ALL_OUTPUTS: Final[frozenset[str]] = frozenset(
 )
 
 #: The outputs the scheduled audit task receives in `ENV_STACK_OUTPUTS`: what its queue
-#: health and security posture checks name. Not `APP_URL`: the task runs in private
-#: subnets with egress to the database and the VPC endpoints only, so it cannot reach the
-#: public load balancer, and the API probe says so (not run) rather than time out.
+#: health, security posture and API probe checks name. Not `APP_URL`: the task runs in
+#: private subnets with no route to the public load balancer; its API probe finds a
+#: running web task (cluster, web service) and probes its private address on
+#: `WEB_CONTAINER_PORT`, which the web security group accepts from the audit's group.
 AUDIT_TASK_OUTPUTS: Final[frozenset[str]] = frozenset(
     {
         DB_INSTANCE_ID,
@@ -111,6 +116,7 @@ AUDIT_TASK_OUTPUTS: Final[frozenset[str]] = frozenset(
         ARTIFACT_BUCKET,
         CLUSTER_NAME,
         WEB_SERVICE_NAME,
+        WEB_CONTAINER_PORT,
         WORKER_SERVICE_NAME,
         WEB_TASK_DEFINITION_ARN,
         WORKER_TASK_DEFINITION_ARN,

@@ -29,7 +29,7 @@ from pulumi_policy import (
 )
 
 from infra import outputs
-from infra.iam import UNSCOPED_ACTIONS
+from infra.iam import CLUSTER_CONDITIONED_ACTIONS, UNSCOPED_ACTIONS
 from infra.tagging import (
     DATABASE_CLIENT_ROLES,
     ENV_PROD,
@@ -686,11 +686,26 @@ def _policy_violations(document: Any) -> Iterator[str]:
             if action == "*" or action.endswith(":*"):
                 yield f"action {action} is a wildcard; name the actions"
         if "*" in as_list(item.get("Resource")):
-            broad = sorted(set(actions) - UNSCOPED_ACTIONS)
+            allowed = UNSCOPED_ACTIONS | (
+                CLUSTER_CONDITIONED_ACTIONS if _names_one_cluster(item) else frozenset()
+            )
+            broad = sorted(set(actions) - allowed)
             if broad:
-                yield f"Resource '*' is only allowed for {sorted(UNSCOPED_ACTIONS)}, not {broad}"
+                yield (
+                    f"Resource '*' is only allowed for {sorted(UNSCOPED_ACTIONS)}, and for "
+                    f"{sorted(CLUSTER_CONDITIONED_ACTIONS)} under an ArnEquals ecs:cluster "
+                    f"condition; not {broad}"
+                )
             if "cloudwatch:PutMetricData" in actions and not item.get("Condition"):
                 yield "cloudwatch:PutMetricData must be scoped by a cloudwatch:namespace condition"
+
+
+def _names_one_cluster(item: Mapping[str, Any]) -> bool:
+    """The statement holds an ``ArnEquals`` ``ecs:cluster`` condition naming one cluster ARN."""
+    condition = item.get("Condition")
+    arn_equals = condition.get("ArnEquals") if isinstance(condition, Mapping) else None
+    cluster = arn_equals.get("ecs:cluster") if isinstance(arn_equals, Mapping) else None
+    return isinstance(cluster, str) and ":cluster/" in cluster and "*" not in cluster
 
 
 def iam_least_privilege(props: Props, args: ResourceValidationArgs) -> Iterator[str]:

@@ -7,7 +7,8 @@
 * ``restore_drill``: the newest snapshot restored on a throwaway and verified;
 * ``adversarial_input``: generated invalid rows must be refused by the live
   constraints (always rolled back, proven traceless);
-* ``api_probe``: the live app's API answers and refuses malformed input;
+* ``api_probe``: the live app's API answers and refuses malformed input (at
+  ``appUrl``, or, on the schedule, at a running web task inside the VPC);
 * ``queue_health`` and ``security_posture``: read-only AWS calls;
 * ``integrity``: INVALID indexes, unindexed foreign keys, sequence
   exhaustion, bloat, WAL held by replication slots.
@@ -190,7 +191,7 @@ def stack_outputs_from_environment(
 def run_audit(options: AuditOptions) -> AuditReport:
     """Run the whole catalogue; record the report in the audit log and emit metrics."""
     from release.audit.adversarial import adversarial_input
-    from release.audit.api import api_probe
+    from release.audit.api import api_check
     from release.audit.aws import queue_health, security_posture
     from release.audit.database import integrity, schema_drift
     from release.audit.restore import restore_drill
@@ -243,10 +244,7 @@ def run_audit(options: AuditOptions) -> AuditReport:
             ),
             (
                 "api_probe",
-                lambda: api_probe(
-                    stack.get(outputs.APP_URL) if stack else None,
-                    examples=thresholds.api_examples,
-                ),
+                lambda: api_check(stack, endpoint, examples=thresholds.api_examples),
             ),
             ("queue_health", lambda: queue_health(stack, endpoint, thresholds)),
             ("security_posture", lambda: security_posture(stack, endpoint)),

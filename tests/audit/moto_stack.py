@@ -119,6 +119,9 @@ def build_stack(endpoint: str) -> dict[str, Any]:
         outputs.AUDIT_TASK_FAMILY: f"audit-{token}",
         outputs.CLUSTER_NAME: cluster,
         outputs.WEB_SERVICE_NAME: services["web"],
+        # The web service runs no task (desired count 0): without appUrl, the API probe
+        # finds nothing to probe (tests/audit/test_web_task_probe.py runs tasks).
+        outputs.WEB_CONTAINER_PORT: 8000,
         outputs.WORKER_SERVICE_NAME: services["worker"],
     }
 

@@ -21,6 +21,8 @@ def test_the_live_api_passes_then_fails_when_a_read_breaks(
     web = start_app("web", app_env)
     healthy = api_probe(web.url, examples=5)
     assert healthy.status is Status.PASSED, healthy.summary
+    # The report names what it probed: here the stack's appUrl, as before.
+    assert f"probed appUrl {web.url} from the stack outputs" in healthy.summary
     names = {f.name for f in healthy.findings}
     assert "schemathesis GET /roi" in names and "POST /tasks" in names
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:

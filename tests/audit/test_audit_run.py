@@ -58,13 +58,18 @@ def test_a_healthy_stack_passes_every_check_and_is_logged(
             dsn=migrated_dsn,
             store=store,
             aws_endpoint_url=moto_endpoint,
-            stack_outputs=build_stack(moto_endpoint),
+            # Neither appUrl nor the web container port: no target for the API probe.
+            stack_outputs={
+                name: value
+                for name, value in build_stack(moto_endpoint).items()
+                if name != outputs.WEB_CONTAINER_PORT
+            },
             server=server,
             stack_name=stack_name,
             thresholds=Thresholds(adversarial_examples=3),
         )
     )
-    # No app URL in the stack outputs: the API probe says why it did not run.
+    # No app URL and no web container port: the API probe says why it did not run.
     assert statuses(report) == {
         "schema_drift": "passed",
         "restore_drill": "passed",
@@ -76,6 +81,7 @@ def test_a_healthy_stack_passes_every_check_and_is_logged(
     }
     assert report.exit_code == 2  # not run is never a pass
     assert "appUrl" in report.not_run[0].summary
+    assert "webContainerPort" in report.not_run[0].summary
     assert report.metrics_sent == 5  # with the drilled snapshot's size (restore time per GB)
     assert report.stack_outputs_source is None  # given by the caller, not loaded
     assert report.metrics["webhook_rejected"] == 7.0  # the trend's leading indicator
@@ -217,7 +223,8 @@ def test_the_scheduled_task_form_reads_libpq_variables_and_the_bucket(
     )
     code, out, _ = run(capsys, "audit", "--json", "-q")
     result = json.loads(out)["result"]
-    assert code == 2, result
+    assert code == 1, result
+    assert result["failed"] == ["api_probe"]
     assert result["checks"][0]["status"] == "passed"  # schema drift ran against PG*
     assert result["log_entry"].startswith(f"s3://{s3_bucket}/logs/audit/")
     # Issue 12's gap: on the schedule these were "not run" (no stack outputs).
@@ -226,9 +233,12 @@ def test_the_scheduled_task_form_reads_libpq_variables_and_the_bucket(
     assert checks["queue_health"]["status"] == "passed", checks["queue_health"]
     assert len(checks["security_posture"]["findings"]) >= 12
     assert result["stack_outputs_source"] == f"${outputs.ENV_STACK_OUTPUTS}"
-    # Still not run: the API probe (the task cannot reach the public load balancer) and
-    # the restore drill (no snapshot in this store).
-    assert set(result["not_run"]) == {"api_probe", "restore_drill"}
+    # The API probe looks for a web task inside the VPC (the task cannot reach the public
+    # load balancer): the stack's web service runs none, a real finding, so the audit fails.
+    assert checks["api_probe"]["status"] == "failed", checks["api_probe"]
+    assert "no RUNNING task" in checks["api_probe"]["summary"]
+    # Still not run: the restore drill (no snapshot in this store).
+    assert set(result["not_run"]) == {"restore_drill"}
 
 
 def test_the_stack_outputs_file_wins_over_the_environment(

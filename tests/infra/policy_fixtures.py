@@ -401,6 +401,8 @@ def allow(actions: list[str], resource: Any, **extra: Any) -> dict[str, Any]:
 
 
 NAMESPACE_CONDITION: Final = {"StringEquals": {"cloudwatch:namespace": outputs.METRIC_NAMESPACE}}
+#: Calls naming one cluster (what an unscoped ecs:ListTasks must carry).
+ONE_CLUSTER_CONDITION: Final = {"ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:1:cluster/c"}}
 
 ALARM: Final = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
@@ -766,9 +768,23 @@ CASES: Final[dict[str, tuple[list[list[Res]], list[list[Res]]]]] = {
             [role_policy(allow(["ecr:GetAuthorizationToken"], "*"))],
             [role_policy(allow(["cloudwatch:PutMetricData"], "*", Condition=NAMESPACE_CONDITION))],
             [role_policy({"Effect": "Deny", "Action": "*", "Resource": "*"})],
+            [role_policy(allow(["ecs:ListTasks"], "*", Condition=ONE_CLUSTER_CONDITION))],
         ],
         [
             [role_policy(allow(["*"], ["arn:x"]))],
+            # ListTasks on "*": only with a condition naming one cluster.
+            [role_policy(allow(["ecs:ListTasks"], "*"))],
+            [
+                role_policy(
+                    allow(
+                        ["ecs:ListTasks"],
+                        "*",
+                        Condition={
+                            "ArnEquals": {"ecs:cluster": "arn:aws:ecs:eu-west-1:1:cluster/*"}
+                        },
+                    )
+                )
+            ],
             [role_policy(allow(["s3:*"], ["arn:aws:s3:::b"]))],
             [role_policy(allow(["s3:GetObject"], "*"))],
             [role_policy(allow(["cloudwatch:PutMetricData"], "*"))],

@@ -85,6 +85,8 @@ AUDIT_ACTIONS = frozenset(
         "rds:DescribeDBSnapshots",
         "ecs:DescribeTaskDefinition",
         "ecs:DescribeServices",
+        "ecs:ListTasks",  # the API probe finds a running web task (release/audit/api.py)
+        "ecs:DescribeTasks",
         "sqs:GetQueueAttributes",
         "cloudwatch:GetMetricStatistics",
         "cloudwatch:PutMetricData",
@@ -124,11 +126,19 @@ def test_audit_task_role_reads_only_what_it_audits(run: ProgramRun) -> None:
     unscoped = {a for s in policy.values() if s["Resource"] in ("*", ["*"]) for a in s["Action"]}
     assert unscoped == {
         "ecs:DescribeTaskDefinition",
+        "ecs:ListTasks",
         "cloudwatch:GetMetricStatistics",
         "cloudwatch:PutMetricData",
     }
     [services] = policy["InspectServices"]["Resource"]
     assert ":service/" in services and services.endswith("/*")
+    # Finding the web task to probe: this cluster's tasks only.
+    cluster_arn = run.exports[outputs.CLUSTER_ARN]
+    assert policy["ListClusterTasks"]["Action"] == ["ecs:ListTasks"]
+    assert policy["ListClusterTasks"]["Condition"] == {"ArnEquals": {"ecs:cluster": cluster_arn}}
+    assert policy["DescribeClusterTasks"]["Resource"] == [
+        f"{cluster_arn.replace(':cluster/', ':task/')}/*"
+    ]
 
 
 def test_audit_security_group_reaches_the_database(run: ProgramRun) -> None:
@@ -167,7 +177,10 @@ def test_the_audit_environment_holds_identifiers_never_a_secret_value(run: Progr
     text = environment[outputs.ENV_STACK_OUTPUTS]
     # The mocks' generated role password: a secret value the program handles.
     assert "mock-generated-password-not-a-secret" not in text
-    for value in json.loads(text).values():
+    for name, value in json.loads(text).items():
+        if name == outputs.WEB_CONTAINER_PORT:
+            assert value == run.exports[outputs.WEB_CONTAINER_PORT] == 8000
+            continue
         assert value.startswith(("arn:aws:", "https://sqs.")) or "/" not in value, value
     # The audit's own plain-environment check (and the policy pack's) finds nothing.
     assert (

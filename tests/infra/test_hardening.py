@@ -327,7 +327,12 @@ def test_minor_upgrades_follow_config() -> None:
 #: rollback/store.py): without NAT, an action an endpoint policy omits is denied.
 AUDIT_CALLS_BY_ENDPOINT = {
     "rds": {"rds:DescribeDBInstances", "rds:DescribeDBParameters", "rds:DescribeDBSnapshots"},
-    "ecs": {"ecs:DescribeTaskDefinition", "ecs:DescribeServices"},
+    "ecs": {
+        "ecs:DescribeTaskDefinition",
+        "ecs:DescribeServices",
+        "ecs:ListTasks",  # the API probe's web task (release/audit/api.py)
+        "ecs:DescribeTasks",
+    },
     "monitoring": {"cloudwatch:GetMetricStatistics", "cloudwatch:PutMetricData"},
     "sqs": {"sqs:GetQueueAttributes"},
     "s3": {
@@ -360,8 +365,17 @@ def test_endpoint_policies_let_the_scheduled_audit_read_what_it_checks(run: Prog
     [services] = [s for s in ecs if s["Action"] == ["ecs:DescribeServices"]]
     cluster = run.exports[outputs.CLUSTER_NAME]
     assert services["Resource"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:service/{cluster}/*"]
+    [list_tasks] = [s for s in ecs if s["Action"] == ["ecs:ListTasks"]]
+    [describe_tasks] = [s for s in ecs if s["Action"] == ["ecs:DescribeTasks"]]
+    assert describe_tasks["Resource"] == [f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task/{cluster}/*"]
+    # ListTasks has no task resource type: "*", but only for calls naming this cluster.
+    assert list_tasks["Resource"] == "*"
+    assert list_tasks["Condition"] == {
+        "StringEquals": {"aws:PrincipalAccount": ACCOUNT_ID},
+        "ArnEquals": {"ecs:cluster": run.exports[outputs.CLUSTER_ARN]},
+    }
     for statement in ecs:
-        assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": ACCOUNT_ID}}
+        assert statement["Condition"]["StringEquals"] == {"aws:PrincipalAccount": ACCOUNT_ID}
 
 
 def test_the_ecs_endpoint_keeps_the_workers_task_protection(run: ProgramRun) -> None:

@@ -147,7 +147,7 @@ def test_only_the_load_balancer_is_open_to_the_internet(run: ProgramRun) -> None
     assert {r.tags[TAG_ROLE] for r in open_rules} == {"load-balancer"}
     assert {r.inputs["fromPort"] for r in open_rules} <= {80, 443}
     web_ingress = rules_of(run, INGRESS, "web")
-    assert [source_role(run, r) for r in web_ingress] == ["load-balancer"]
+    assert sorted(source_role(run, r) or "" for r in web_ingress) == ["audit", "load-balancer"]
     for role in ("worker", "audit", "vpc-endpoints"):
         assert all(source_role(run, r) for r in rules_of(run, INGRESS, role))
     assert rules_of(run, INGRESS, "worker") == []
@@ -164,7 +164,29 @@ def test_tasks_egress_is_named_destinations_only(run: ProgramRun) -> None:
             )
             for r in egress
         }
-        assert destinations == {("database", 5432), ("vpc-endpoints", 443), ("pl-6da54004", 443)}
+        expected = {("database", 5432), ("vpc-endpoints", 443), ("pl-6da54004", 443)}
+        if role == "audit":  # its API probe, to a web task's private address
+            expected.add(("web", 8000))
+        assert destinations == expected
+
+
+def test_web_tasks_accept_the_audit_probe_on_the_container_port_only(run: ProgramRun) -> None:
+    """The scheduled audit probes a web task inside the VPC: one port, from one group."""
+    container_port = run.exports["webContainerPort"]
+    from_audit = [r for r in rules_of(run, INGRESS, "web") if source_role(run, r) == "audit"]
+    [rule] = from_audit
+    assert rule.inputs["fromPort"] == rule.inputs["toPort"] == container_port
+    assert rule.inputs["ipProtocol"] == "tcp"
+    for address_range in ("cidrIpv4", "cidrIpv6", "prefixListId"):
+        assert address_range not in rule.inputs
+    # The audit may reach the web tasks and nothing else of the app tier: no other role
+    # accepts it, and its only egress to a task group is the web one on that port.
+    for role in ("worker", "audit", "load-balancer"):
+        assert "audit" not in {source_role(run, r) for r in rules_of(run, INGRESS, role)}
+    to_web = [r for r in rules_of(run, EGRESS, "audit") if source_role(run, r) == "web"]
+    assert [(r.inputs["fromPort"], r.inputs["toPort"]) for r in to_web] == [
+        (container_port, container_port)
+    ]
 
 
 def test_https_is_open_only_with_a_certificate(dev: ProgramRun, prod: ProgramRun) -> None:
