@@ -156,9 +156,18 @@ def check_snapshot_id(snapshot_id: str) -> str:
     return snapshot_id
 
 
+def is_safe_file_name(name: object) -> bool:
+    """Whether ``name`` is a relative artifact name that stays in its directory."""
+    return (
+        isinstance(name, str)
+        and _FILE_NAME.fullmatch(name) is not None
+        and ".." not in name.split("/")
+    )
+
+
 def check_file_name(name: str) -> str:
     """``name`` if it is a safe relative artifact name (no '..', no absolute paths)."""
-    if not _FILE_NAME.fullmatch(name) or ".." in name.split("/"):
+    if not is_safe_file_name(name):
         raise StoreError(f"invalid artifact file name {name!r}")
     return name
 

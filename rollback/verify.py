@@ -45,7 +45,7 @@ from db.errors import MigrationFailed
 from db.migrations import Migration
 from db.sqlfile import execute_script
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
-from rollback.manifest import Manifest, check_files
+from rollback.manifest import CorruptSnapshot, Manifest, check_files
 from rollback.snapshot import DUMP_DIRECTORY
 from rollback.store import DirectoryStore, SnapshotStore
 
@@ -90,7 +90,17 @@ def _now() -> str:
 def load_manifest(store: SnapshotStore, snapshot_id: str) -> Manifest:
     """The snapshot's manifest, checked for edits; errors name the store and id."""
     raw = store.read_manifest(snapshot_id)
-    return Manifest.from_json(raw, source=f"{store.uri}/snapshots/{snapshot_id}/manifest.json")
+    source = f"{store.uri}/snapshots/{snapshot_id}/manifest.json"
+    manifest = Manifest.from_json(raw, source=source)
+    if manifest.id != snapshot_id:
+        # A manifest copied or forged from another snapshot would point every
+        # later step (restore, records, prune) at the wrong id's files.
+        raise CorruptSnapshot(
+            f"{source}: records id {manifest.id!r}, not {snapshot_id!r}: the manifest was moved "
+            "or copied from another snapshot",
+            details={"file": source},
+        )
+    return manifest
 
 
 @contextmanager

@@ -1,0 +1,104 @@
+"""Hostile input to the command line: each case is a class of bad input, refused cleanly.
+
+The promise under test (README "The command line"): bad input gets a message
+and exit 1 or 2, never a traceback (exit 3), and ``--json`` prints exactly one
+document whose ``exit_code`` is the process's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from rollgate.cli import main
+from tests.rollback.test_snapshot import SHOP
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    """Exit code, the one JSON document on stdout, and stderr."""
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    document = json.loads(out)  # exactly one document: json.loads refuses trailing data
+    assert document["exit_code"] == code
+    return code, document, err
+
+
+@pytest.fixture(scope="module")
+def snapshot_store(tmp_path_factory: pytest.TempPathFactory, server: Any) -> tuple[Path, str]:
+    """A directory store holding one real snapshot of a small database (taken once)."""
+    from db.throwaway import create_database
+
+    dsn = create_database(server, "hostile_shop")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SHOP)
+    store = tmp_path_factory.mktemp("hostile") / "store"
+    assert main(["snapshot", "create", "--store", str(store), "--dsn", dsn, "--quiet"]) == 0
+    (snapshot_id,) = [entry.name for entry in (store / "snapshots").iterdir()]
+    return store, snapshot_id
+
+
+def forge_manifest(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Edit a manifest the way an attacker would: with a fresh, matching self-hash."""
+    data = json.loads(path.read_text())
+    data.pop("manifest_sha256")
+    edit(data)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    data["manifest_sha256"] = hashlib.sha256(canonical).hexdigest()
+    path.write_text(json.dumps(data, sort_keys=True, indent=2))
+
+
+def _set(*keys: str | int, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        target: Any = data
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return edit
+
+
+# Each is valid JSON with a matching self-hash but the wrong shape; the first
+# ones crashed list/show/verify with a TypeError (exit 3) before the fix.
+FORGED = {
+    "file size not a number": _set("files", 0, "size", value="big"),
+    "file sha256 null": _set("files", 0, "sha256", value=None),
+    "file name escapes": _set("files", 0, "name", value="../../../etc/passwd"),
+    "file size negative": _set("files", 0, "size", value=-1),
+    "rows a boolean": _set("tables", 0, "rows", value=True),
+    "schema version text": _set("release", "schema_version", value="x"),
+    "timing not seconds": _set("timings", "dump", value="slow"),
+    "created_at a number": _set("created_at", value=5),
+    "id of another snapshot": _set("id", value="20200101T000000Z-000000"),
+    "id with path separators": _set("id", value="../evil"),
+}
+
+
+@pytest.mark.parametrize("verb", ["show", "verify"])
+@pytest.mark.parametrize("forgery", list(FORGED), ids=list(FORGED))
+def test_a_forged_manifest_of_the_wrong_shape_is_corrupt_not_a_crash(
+    capsys, snapshot_store, tmp_path: Path, forgery: str, verb: str
+):
+    store, snapshot_id = snapshot_store
+    copy = tmp_path / "store"
+    copy.mkdir()
+    manifest = copy / "snapshots" / snapshot_id / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_bytes((store / "snapshots" / snapshot_id / "manifest.json").read_bytes())
+    (manifest.parent / "files").symlink_to(store / "snapshots" / snapshot_id / "files")
+    forge_manifest(manifest, FORGED[forgery])
+
+    code, document, _ = run_json(capsys, "snapshot", verb, snapshot_id, "--store", str(copy))
+    assert code == 1, document
+    assert document["error"]["type"] == "CorruptSnapshot"
+    assert "manifest.json" in document["error"]["message"]
+
+    code, document, _ = run_json(capsys, "snapshot", "list", "--store", str(copy))
+    assert code == 0, document
+    (entry,) = document["result"]["snapshots"]
+    assert "manifest.json" in entry["problem"]
