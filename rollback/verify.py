@@ -217,10 +217,30 @@ def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any
     if not names:
         return None
     try:
-        data: dict[str, Any] = json.loads(records[names[-1]])
+        data = json.loads(records[names[-1]])
     except (ValueError, UnicodeDecodeError):
         return None  # an unreadable record proves nothing: treated as never verified
-    return data
+    # Neither does a record of the wrong shape, or one copied from another
+    # snapshot: "verified" decides what prune keeps and what restore trusts.
+    if not _is_verification_of(data, snapshot_id):
+        return None
+    verification: dict[str, Any] = data
+    return verification
+
+
+def _is_verification_of(data: object, snapshot_id: str) -> bool:
+    """Whether ``data`` has the shape ``VerifyReport.to_dict`` writes, for this snapshot."""
+    if not isinstance(data, dict):
+        return False
+    seconds = data.get("restore_seconds")
+    return (
+        data.get("snapshot") == snapshot_id
+        and isinstance(data.get("ok"), bool)
+        and all(isinstance(data.get(key, ""), str) for key in ("verified_at", "backend"))
+        and (
+            seconds is None or (isinstance(seconds, int | float) and not isinstance(seconds, bool))
+        )
+    )
 
 
 _ROLE_AFTER = re.compile(

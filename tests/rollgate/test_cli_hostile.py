@@ -86,12 +86,7 @@ def test_a_forged_manifest_of_the_wrong_shape_is_corrupt_not_a_crash(
 ):
     store, snapshot_id = snapshot_store
     copy = tmp_path / "store"
-    copy.mkdir()
-    manifest = copy / "snapshots" / snapshot_id / "manifest.json"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_bytes((store / "snapshots" / snapshot_id / "manifest.json").read_bytes())
-    (manifest.parent / "files").symlink_to(store / "snapshots" / snapshot_id / "files")
-    forge_manifest(manifest, FORGED[forgery])
+    forge_manifest(_copy_store(store, snapshot_id, copy) / "manifest.json", FORGED[forgery])
 
     code, document, _ = run_json(capsys, "snapshot", verb, snapshot_id, "--store", str(copy))
     assert code == 1, document
@@ -102,3 +97,55 @@ def test_a_forged_manifest_of_the_wrong_shape_is_corrupt_not_a_crash(
     assert code == 0, document
     (entry,) = document["result"]["snapshots"]
     assert "manifest.json" in entry["problem"]
+
+
+def _copy_store(store: Path, snapshot_id: str, destination: Path) -> Path:
+    """A store beside ``store`` with its manifest copied and its files linked (cheap)."""
+    snapshot = destination / "snapshots" / snapshot_id
+    snapshot.mkdir(parents=True)
+    (snapshot / "manifest.json").write_bytes(
+        (store / "snapshots" / snapshot_id / "manifest.json").read_bytes()
+    )
+    (snapshot / "files").symlink_to(store / "snapshots" / snapshot_id / "files")
+    return snapshot
+
+
+# A verification record decides what prune keeps and what restore trusts; each
+# of these crashed list/show (exit 3) or counted as a verification.
+RECORDS = {
+    "a list": "[1]",
+    "a string": '"verified"',
+    "ok as text": json.dumps(
+        {"ok": "yes", "snapshot": "{id}", "verified_at": "2026-01-01", "backend": "embedded"}
+    ),
+    "of another snapshot": json.dumps(
+        {
+            "ok": True,
+            "snapshot": "20200101T000000Z-000000",
+            "verified_at": "2026-01-01T00:00:00+00:00",
+            "backend": "embedded",
+            "restore_seconds": 1.0,
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("record", list(RECORDS), ids=list(RECORDS))
+def test_a_verification_record_of_the_wrong_shape_proves_nothing(
+    capsys, snapshot_store, tmp_path: Path, record: str
+):
+    store, snapshot_id = snapshot_store
+    copy = tmp_path / "store"
+    snapshot = _copy_store(store, snapshot_id, copy)
+    (snapshot / "records").mkdir()
+    (snapshot / "records" / "verification-2026-01-01T000000Z.json").write_text(
+        RECORDS[record].replace("{id}", snapshot_id)
+    )
+
+    code, document, _ = run_json(capsys, "snapshot", "list", "--store", str(copy))
+    assert code == 0, document
+    (entry,) = document["result"]["snapshots"]
+    assert entry["verified"] is False
+    code, document, _ = run_json(capsys, "snapshot", "show", snapshot_id, "--store", str(copy))
+    assert code == 0, document
+    assert document["result"]["verification"] is None
