@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from core.errors import CannotRun, CheckFailed
+from rollback.aws import make_client
 
 MANIFEST_NAME = "manifest.json"
 SNAPSHOTS = "snapshots"
@@ -347,7 +348,6 @@ class S3Store:
     log_retention_days: int = 400
 
     def __post_init__(self) -> None:
-        import boto3
         from botocore.config import Config
 
         # Bounded retries and timeouts: a 3 a.m. rollback must fail clearly,
@@ -357,7 +357,7 @@ class S3Store:
             connect_timeout=10,
             read_timeout=60,
         )
-        self._client: Any = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
+        self._client: Any = make_client("s3", self.endpoint_url, config)
 
     @property
     def uri(self) -> str:

@@ -21,6 +21,7 @@ from core.redaction import forget_secrets, register_secret
 from db.config import load_config
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
 from db.throwaway import BACKENDS
+from rollback.aws import ENDPOINT_FORM, is_endpoint_url
 from rollgate.commands import Options, Outcome, libpq_environment_dsn
 from rollgate.commands.sample import DEFAULT_MAX_SAMPLE_SIZE
 from rollgate.error_handler import (
@@ -353,6 +354,7 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aws-endpoint-url",
         default=os.environ.get("AWS_ENDPOINT_URL") or None,
+        type=_endpoint_url,
         metavar="URL",
         help="AWS endpoint for S3 and ECS (default: $AWS_ENDPOINT_URL, else AWS itself)",
     )
@@ -543,6 +545,7 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
         parser.add_argument(
             "--aws-endpoint-url",
             default=None,
+            type=_endpoint_url,
             metavar="URL",
             help="S3 and RDS endpoint (default: $AWS_ENDPOINT_URL, else AWS itself)",
         )
@@ -692,6 +695,16 @@ def _seconds(text: str) -> float:
     if not 0 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, not {text}")
     return value
+
+
+def _endpoint_url(text: str) -> str:
+    """An AWS endpoint (the option or $AWS_ENDPOINT_URL), as ``rollback.aws`` accepts it."""
+    if not is_endpoint_url(text):
+        raise argparse.ArgumentTypeError(
+            f"not an endpoint URL: {text!r} (from the option or $AWS_ENDPOINT_URL); "
+            f"expected {ENDPOINT_FORM}"
+        )
+    return text
 
 
 def _positive_seconds(text: str) -> float:
@@ -1020,6 +1033,7 @@ def _smoke_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> N
     sub.add_argument(
         "--aws-endpoint-url",
         default=os.environ.get("AWS_ENDPOINT_URL") or None,
+        type=_endpoint_url,
         metavar="URL",
         help="SQS/S3 endpoint (default: $AWS_ENDPOINT_URL; pre-deploy: moto on 127.0.0.1)",
     )

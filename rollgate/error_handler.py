@@ -77,10 +77,47 @@ def _classify(error: BaseException) -> tuple[int, str]:
         return EXIT_CANNOT_RUN, ""
     if isinstance(error, KeyboardInterrupt | Interrupted):
         return EXIT_INTERRUPTED, "interrupted; work in progress was rolled back or left resumable"
-    database_failure = _database_failure(error)
-    if database_failure:
-        return EXIT_CANNOT_RUN, database_failure
+    outside_failure = _database_failure(error) or _aws_setup_failure(error)
+    if outside_failure:
+        return EXIT_CANNOT_RUN, outside_failure
     return EXIT_INTERNAL, ""
+
+
+# botocore's names for "this machine's AWS setup cannot reach AWS": no region,
+# no or bad credentials, a broken config file or profile, an endpoint that does
+# not answer. The operator fixes them, not Rollgate; a refused API call of any
+# other kind still reaches the callers that name the resource.
+_AWS_SETUP_ERRORS = (
+    "NoRegionError",
+    "InvalidRegionError",
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "TokenRetrievalError",
+    "SSOError",
+    "ProfileNotFound",
+    "ConfigParseError",
+    "InvalidConfigError",
+    "InvalidEndpointConfigurationError",
+    "ConnectionError",
+    "HTTPClientError",
+)
+
+
+def _aws_setup_failure(error: BaseException) -> str:
+    """The message for an AWS configuration or reachability failure, else ""."""
+    # By name along the class chain: botocore is imported only by commands that use AWS.
+    if not type(error).__module__.startswith("botocore"):
+        return ""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if names.isdisjoint(_AWS_SETUP_ERRORS):
+        return ""
+    return (
+        f"AWS is not usable from here: {_one_line(error)} ({type(error).__name__}). Check the "
+        "region (AWS_DEFAULT_REGION or the profile's), the credentials (AWS_PROFILE, "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and AWS_ENDPOINT_URL or --aws-endpoint-url; "
+        "nothing was changed by the failed call"
+    )
 
 
 def _database_failure(error: BaseException) -> str:

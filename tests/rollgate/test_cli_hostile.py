@@ -149,3 +149,100 @@ def test_a_verification_record_of_the_wrong_shape_proves_nothing(
     code, document, _ = run_json(capsys, "snapshot", "show", snapshot_id, "--store", str(copy))
     assert code == 0, document
     assert document["result"]["verification"] is None
+
+
+# Log bodies with a valid hash chain but a shape no Rollgate writes (the chain
+# proves nothing was edited after writing, not who wrote it): each crashed its
+# reader with exit 3 before ledger.read_as.
+LOG_BODIES = {
+    "release schema version text": ("releases", {"schema_version": "x", "services": {}}),
+    "release services a list": ("releases", {"schema_version": 5, "services": []}),
+    "release commit a number": (
+        "releases",
+        {"schema_version": 5, "commit": 7, "services": {"cluster": "c", "services": {}}},
+    ),
+    "rollback start fingerprint a list": ("rollback-starts", {"fingerprint": ["a"]}),
+    "finished rollback without a plan": ("rollbacks", {"plan": 5}),
+}
+
+
+@pytest.mark.parametrize("case", list(LOG_BODIES), ids=list(LOG_BODIES))
+def test_a_log_entry_of_the_wrong_shape_is_a_broken_log_not_a_crash(
+    capsys, monkeypatch, tmp_path: Path, empty_dsn: str, case: str
+):
+    from rollback import ledger
+    from rollback.store import open_store
+
+    log, body = LOG_BODIES[case]
+    store = tmp_path / "store"
+    store.mkdir()
+    ledger.append(open_store(str(store)), log, body)
+    # rollback run reads the rollback logs before it calls AWS (a dead loopback port).
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "hostile")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hostile")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+
+    verbs = [["release", "list"], ["rollback", "plan"]] if log == "releases" else []
+    for verb in [*verbs, ["rollback", "run"]]:
+        code, document, _ = run_json(capsys, *verb, "--store", str(store), "--dsn", empty_dsn)
+        assert code == 1, (verb, document)
+        assert document["error"]["type"] == "ChainBroken"
+        assert "00000001.json" in document["error"]["message"]
+
+
+def _without_aws_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "hostile")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hostile")
+
+
+# (the setting, what botocore calls its failure)
+AWS_SETUPS = {
+    "no region": ({}, "NoRegionError"),
+    "malformed region": ({"AWS_DEFAULT_REGION": "not/a/region"}, "InvalidRegionError"),
+    "missing profile": (
+        {"AWS_DEFAULT_REGION": "us-east-1", "AWS_PROFILE": "no-such-profile"},
+        "ProfileNotFound",
+    ),
+}
+
+
+@pytest.mark.parametrize("setup", list(AWS_SETUPS), ids=list(AWS_SETUPS))
+def test_an_aws_setup_that_cannot_reach_aws_is_exit_2_not_a_crash(
+    capsys, monkeypatch, tmp_path: Path, empty_dsn: str, setup: str
+):
+    environment, expected = AWS_SETUPS[setup]
+    _without_aws_region(monkeypatch, tmp_path)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    store = tmp_path / "store"
+    store.mkdir()
+    argv = ["rollback", "run", "--store", str(store), "--dsn", empty_dsn]
+    code, document, _ = run_json(capsys, *argv)
+    assert code == 2, document
+    assert expected in document["error"]["message"]
+    assert "AWS_DEFAULT_REGION" in document["error"]["message"]
+
+
+@pytest.mark.parametrize("endpoint", ["notaurl", "http://", "ftp://127.0.0.1", "http://h:99999"])
+def test_an_endpoint_that_is_not_a_url_is_refused_as_usage(
+    capsys, monkeypatch, tmp_path: Path, endpoint: str
+):
+    _without_aws_region(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # As the option, on every verb that takes it...
+    for verb in (["snapshot", "list"], ["release", "list"]):
+        argv = [*verb, "--store", "s3://bucket/p", "--aws-endpoint-url", endpoint]
+        code, document, _ = run_json(capsys, *argv)
+        assert code == 2, (verb, document)
+        assert "--aws-endpoint-url" in document["error"]["message"]
+    # ...and from the environment, which botocore also reads on its own.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    for verb in (["snapshot", "list"], ["release", "list"]):
+        code, document, _ = run_json(capsys, *verb, "--store", "s3://bucket/p")
+        assert code == 2, (verb, document)
+        assert "AWS_ENDPOINT_URL" in document["error"]["message"]
