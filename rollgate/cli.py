@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from core.errors import CannotRun
-from core.postgres import register_dsn_secrets
+from core.postgres import check_libpq_environment, register_dsn_secrets
 from core.redaction import forget_secrets, register_secret
 from db.config import load_config
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_usage_error(missing, command_name, as_json)
 
     def invoke() -> int:
+        check_libpq_environment(os.environ)
         outcome = args.verb(_resolve_options(args), args)
         if as_json:
             write_json(envelope(command_name, outcome.exit_code, result=outcome.result))

@@ -246,3 +246,26 @@ def test_an_endpoint_that_is_not_a_url_is_refused_as_usage(
         code, document, _ = run_json(capsys, *verb, "--store", "s3://bucket/p")
         assert code == 2, (verb, document)
         assert "AWS_ENDPOINT_URL" in document["error"]["message"]
+
+
+# libpq reads these on every connection, the throwaway servers' included: a
+# malformed one crashed db check (PGCONNECT_TIMEOUT: psycopg's ProgrammingError),
+# stopped the embedded server (PGPORT) or read like a lost connection (PGSSLMODE).
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PGCONNECT_TIMEOUT", "soon"),
+        ("PGPORT", "abc"),
+        ("PGPORT", "5432,70000"),
+        ("PGSSLMODE", "bogus"),
+        ("PGTARGETSESSIONATTRS", "leader"),
+    ],
+)
+def test_a_malformed_libpq_variable_is_named_before_any_work(
+    empty_dsn: str, capsys, monkeypatch, variable: str, value: str
+):
+    monkeypatch.setenv(variable, value)
+    for verb in (["db", "check"], ["db", "status", "--dsn", empty_dsn]):
+        code, document, _ = run_json(capsys, *verb)
+        assert code == 2, (verb, document)
+        assert f"${variable}" in document["error"]["message"], document
