@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import signal
 import sys
@@ -71,6 +72,15 @@ def exit_code_for(error: BaseException) -> int:
 
 def _classify(error: BaseException) -> tuple[int, str]:
     """Exit code and message of a failure ("" for a message of the error's own)."""
+    interrupt = _interrupt_underneath(error)
+    if interrupt is not None and interrupt is not error:
+        # Ctrl-C or SIGTERM landed inside a library's cleanup (psycopg leaving
+        # pipeline mode, a rollback on a busy connection), which raised its own
+        # error on the way out: the run was still interrupted, not broken.
+        return EXIT_INTERRUPTED, (
+            "interrupted; work in progress was rolled back or left resumable "
+            f"(while stopping: {_one_line(error)})"
+        )
     if isinstance(error, CheckFailed):
         return EXIT_CHECK_FAILED, ""
     if isinstance(error, CannotRun):
@@ -120,6 +130,18 @@ def _aws_setup_failure(error: BaseException) -> str:
     )
 
 
+def _interrupt_underneath(error: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM that ``error`` was raised while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt | Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _database_failure(error: BaseException) -> str:
     """The message for a database failure that is not Rollgate's fault, else ""."""
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
@@ -163,10 +185,39 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _LibraryWarnings(logging.Handler):
+    """Libraries' log records (psycopg's "error ignored in rollback"), scrubbed, on stderr.
+
+    Without a handler Python prints them raw through ``logging.lastResort``,
+    past the secret scrubber and the closed-pipe handling of ``write_err``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write_err(f"rollgate: {record.name}: {' '.join(record.getMessage().split())}")
+        except Exception:  # a log line must never turn into the run's failure
+            self.handleError(record)
+
+
+@contextmanager
+def library_warnings_scrubbed() -> Iterator[None]:
+    """Route warnings of loggers nobody configured through ``write_err`` for the run."""
+    root = logging.getLogger()
+    if root.handlers:  # configured by the caller (a test, an embedding program)
+        yield
+        return
+    handler = _LibraryWarnings(logging.WARNING)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
 def run_guarded(command: Callable[[], int], *, command_name: str | None, as_json: bool) -> int:
     """Run ``command`` and turn whatever it raises into an exit code and a message."""
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), library_warnings_scrubbed():
             return command()
     except (Exception, KeyboardInterrupt, Interrupted) as error:
         code, message = _classify(error)

@@ -269,3 +269,50 @@ def test_a_malformed_libpq_variable_is_named_before_any_work(
         code, document, _ = run_json(capsys, *verb)
         assert code == 2, (verb, document)
         assert f"${variable}" in document["error"]["message"], document
+
+
+def test_an_interrupt_that_a_library_cleanup_turns_into_its_own_error_is_still_130(capsys):
+    # SIGTERM during the checksum read: psycopg, unwinding its pipeline, raised
+    # "cannot exit pipeline mode while busy", and the run reported a lost
+    # connection (exit 2) instead of an interrupt (seen with snapshot create).
+    from rollgate.error_handler import Interrupted, run_guarded
+
+    def interrupted_in_a_pipeline() -> int:
+        try:
+            raise Interrupted()
+        finally:
+            raise psycopg.OperationalError("cannot exit pipeline mode while busy")
+
+    code = run_guarded(interrupted_in_a_pipeline, command_name="snapshot create", as_json=True)
+    document = json.loads(capsys.readouterr().out)
+    assert code == document["exit_code"] == 130
+    assert "interrupted" in document["error"]["message"]
+    assert "pipeline" in document["error"]["message"]
+
+
+def test_library_warnings_go_through_the_scrubber(tmp_path: Path):
+    # psycopg logs "error ignored in rollback on <connection ...>" when a run is
+    # interrupted mid-query; Python printed it raw on stderr, past the scrubber.
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from core.redaction import register_secret\n"
+        "from rollgate.error_handler import run_guarded\n"
+        "register_secret('hunter2-secret')\n"
+        "def command():\n"
+        "    logging.getLogger('psycopg').warning('error ignored on dsn password=hunter2-secret')\n"
+        "    return 0\n"
+        "raise SystemExit(run_guarded(command, command_name='x', as_json=False))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "error ignored" in done.stderr
+    assert "hunter2-secret" not in done.stderr
