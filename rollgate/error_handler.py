@@ -216,6 +216,19 @@ def library_warnings_scrubbed() -> Iterator[None]:
 
 def run_guarded(command: Callable[[], int], *, command_name: str | None, as_json: bool) -> int:
     """Run ``command`` and turn whatever it raises into an exit code and a message."""
+    _lost_output.clear()
+    code = _run_and_classify(command, command_name=command_name, as_json=as_json)
+    for stream, reason in _lost_output:
+        if stream is sys.stdout:
+            # The results never reached their reader: not a success, whatever the work did.
+            write_err(f"FAILED: could not write the output to stdout: {reason}")
+            return code or EXIT_CANNOT_RUN
+    return code
+
+
+def _run_and_classify(
+    command: Callable[[], int], *, command_name: str | None, as_json: bool
+) -> int:
     try:
         with sigterm_as_interrupt(), library_warnings_scrubbed():
             return command()
@@ -292,6 +305,8 @@ def envelope(
 
 # Streams whose reader went away; nothing more is written to them.
 _closed_streams: list[TextIO] = []
+# Streams a write failed on for another reason than a reader leaving.
+_lost_output: list[tuple[TextIO, str]] = []
 
 
 def write_out(text: str) -> None:
@@ -323,7 +338,11 @@ def _write(stream: TextIO | None, text: str) -> None:
         stream.flush()
     except OSError as exc:
         if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
-            raise
+            # A full disk, an I/O error: unlike a reader that left, nobody
+            # chose to drop this output. Raising here would lose the exit code
+            # the work earned (and, while reporting a failure, print a
+            # traceback); run_guarded reports it once the command returns.
+            _lost_output.append((stream, exc.strerror or type(exc).__name__))
         _closed_streams.append(stream)
         _discard_pending_output(stream)
 

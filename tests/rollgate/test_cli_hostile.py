@@ -316,3 +316,28 @@ def test_library_warnings_go_through_the_scrubber(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert "error ignored" in done.stderr
     assert "hunter2-secret" not in done.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_results_that_cannot_be_written_are_exit_2_not_a_traceback(tmp_path: Path, as_json):
+    # stdout on a full disk: the text run crashed (exit 3 and a crash file for
+    # a finished command), the --json run printed a raw traceback.
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    store.mkdir()
+    argv = ["snapshot", "list", "--store", str(store), *(["--json"] if as_json else [])]
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "rollgate", *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "rollgate-crash" not in done.stderr
+    assert "could not write the output to stdout: No space left on device" in done.stderr
