@@ -26,6 +26,7 @@ from rollgate.commands import Options, Outcome, libpq_environment_dsn
 from rollgate.commands.sample import DEFAULT_MAX_SAMPLE_SIZE
 from rollgate.error_handler import (
     UsageError,
+    control_character_in,
     envelope,
     report_usage_error,
     run_guarded,
@@ -47,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Known before parsing, so that even a usage error answers in JSON.
     as_json = _wants_json(arguments)
     parser = build_parser()
+    for position, argument in enumerate(arguments, start=1):
+        # Values end up in manifests, logs and reports: none takes an escape
+        # sequence, a carriage return or a bidi override (a forged line).
+        if found := control_character_in(argument):
+            refused = UsageError(
+                f"argument {position} holds the control character {found}; no option takes one",
+                usage=parser.format_usage(),
+            )
+            return report_usage_error(refused, _command_name(parser, arguments), as_json)
     try:
         args = parser.parse_args(arguments)
     except UsageError as error:

@@ -28,6 +28,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -327,12 +328,36 @@ def write_json(document: dict[str, Any]) -> None:
     _write(sys.stdout, text)
 
 
+# Characters that let a value rewrite the terminal or forge lines: C0 controls
+# but tab and newline (escape sequences, carriage return), DEL, C1 controls,
+# and the bidirectional overrides that make text read backwards.
+_TERMINAL_CONTROLS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def control_character_in(text: str) -> str:
+    """The first terminal control or bidi character in ``text`` (escaped), or "".
+
+    Tab and newline are not among them: a file name may hold them, and the
+    path options name such a file in their message.
+    """
+    found = _TERMINAL_CONTROLS.search(text)
+    return _escaped(found) if found else ""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match[0].encode("unicode_escape").decode("ascii")
+
+
 def _write(stream: TextIO | None, text: str) -> None:
     if stream is None or any(stream is closed for closed in _closed_streams):
         return
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    # Undecodable bytes from argv (surrogates) print as \udcff, not a crash.
-    printable = scrub(text).encode(encoding, "backslashreplace").decode(encoding, "replace")
+    # A value from a store or a hand-edited file prints as \x1b, never as the
+    # escape sequence it holds; undecodable bytes from argv print as \udcff.
+    printable = _TERMINAL_CONTROLS.sub(_escaped, scrub(text))
+    printable = printable.encode(encoding, "backslashreplace").decode(encoding, "replace")
     try:
         stream.write(printable + "\n")
         stream.flush()

@@ -341,3 +341,33 @@ def test_results_that_cannot_be_written_are_exit_2_not_a_traceback(tmp_path: Pat
     assert "Traceback" not in done.stderr
     assert "rollgate-crash" not in done.stderr
     assert "could not write the output to stdout: No space left on device" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["img\rFAILED: forged line", "red\x1b[31m", "evil\u202etxt", "bell\x07"],
+    ids=["carriage return", "escape", "bidi override", "bell"],
+)
+def test_an_argument_with_a_control_character_is_refused_before_anything_runs(
+    capsys, tmp_path: Path, value: str
+):
+    # It was stored in the manifest and printed raw: a forged FAILED line, or
+    # an escape sequence the terminal obeyed.
+    store = tmp_path / "store"
+    argv = ["snapshot", "create", "--store", str(store), "--release-commit", value]
+    code, document, _ = run_json(capsys, *argv)
+    assert code == 2, document
+    assert "control character" in document["error"]["message"]
+    assert not store.exists()
+
+
+def test_control_characters_from_a_store_print_escaped(capsys, snapshot_store, tmp_path: Path):
+    store, snapshot_id = snapshot_store
+    copy = tmp_path / "store"
+    manifest = _copy_store(store, snapshot_id, copy) / "manifest.json"
+    forge_manifest(manifest, _set("database", value="shop\x1b[2J\u202e"))
+    assert main(["snapshot", "show", snapshot_id, "--store", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    assert "shop\\x1b[2J\\u202e" in out
