@@ -365,6 +365,7 @@ class S3Store:
 
     def begin(self, snapshot_id: str) -> Draft:
         check_snapshot_id(snapshot_id)
+        self._require_bucket()
         if self._exists(self._key(snapshot_id, MANIFEST_NAME)):
             raise StoreError(f"{self.uri}: a snapshot with id {snapshot_id} already exists")
         local = Path(tempfile.mkdtemp(prefix=f"rollgate-draft-{snapshot_id}-"))
@@ -547,6 +548,27 @@ class S3Store:
         if not self.kms_key_id:
             return {}
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+
+    def _require_bucket(self) -> None:
+        """``StoreError`` unless the bucket is there: found before a dump, not after it.
+
+        A missing bucket answers 404 to a HEAD on any key inside it, which
+        ``_exists`` reads as "no such snapshot yet": without this check the
+        whole dump ran before its first upload failed.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(
+                    f"{self.uri}: bucket {self.bucket} does not exist (or these credentials "
+                    "cannot see it); create it or pass another --store"
+                ) from None
+            raise StoreError(f"{self.uri}: cannot use bucket {self.bucket}: {exc}") from exc
+        except Exception as exc:  # botocore's connection errors share no useful base
+            raise StoreError(f"{self.uri}: cannot reach the store: {exc}") from exc
 
     def _exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
