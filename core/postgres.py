@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -185,6 +186,52 @@ def _libpq_reason(message: str, dsn: str) -> str:
 @cache
 def _keywords() -> frozenset[str]:
     return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+
+
+# libpq (and psycopg, for the timeout) read these from the environment on every
+# connection, including those to the throwaway servers Rollgate starts itself.
+_LIBPQ_CHOICES = {
+    "PGSSLMODE": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "PGTARGETSESSIONATTRS": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "PGGSSENCMODE": ("disable", "prefer", "require"),
+    "PGCHANNELBINDING": ("disable", "prefer", "require"),
+    "PGLOADBALANCEHOSTS": ("disable", "random"),
+    "PGSSLNEGOTIATION": ("postgres", "direct"),
+}
+
+
+def check_libpq_environment(environ: Mapping[str, str]) -> None:
+    """``CannotRun`` naming a PG* variable libpq or psycopg would refuse, before any work.
+
+    A malformed one fails every connection, but not as itself: psycopg raises a
+    bare ProgrammingError for PGCONNECT_TIMEOUT (an internal error), libpq's
+    refusals read like a lost connection, and a bad PGPORT stops the embedded
+    server from starting.
+    """
+    for name, choices in _LIBPQ_CHOICES.items():
+        value = environ.get(name)
+        if value and value not in choices:
+            _refuse_variable(name, value, f"one of {', '.join(choices)}")
+    timeout = environ.get("PGCONNECT_TIMEOUT")
+    if timeout and not timeout.strip().lstrip("-").isdigit():
+        _refuse_variable("PGCONNECT_TIMEOUT", timeout, "a whole number of seconds")
+    port = environ.get("PGPORT")
+    if port and not all(
+        item.strip().isdigit() and 0 < int(item) < 65536 for item in port.split(",")
+    ):
+        _refuse_variable("PGPORT", port, "a port number (1-65535), or a comma-separated list")
+
+
+def _refuse_variable(name: str, value: str, expected: str) -> None:
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    raise CannotRun(f"${name} is {shown!r}: expected {expected}; fix or unset it")
 
 
 def describe_dsn(params: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import CannotRun
+from rollback.aws import make_client
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,10 @@ class Services:
 
 def ecs_client(endpoint_url: str | None) -> Any:
     """A boto3 ECS client with bounded retries; ``endpoint_url`` for moto or a VPC endpoint."""
-    import boto3
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10)
-    return boto3.client("ecs", endpoint_url=endpoint_url, config=config)
+    return make_client("ecs", endpoint_url, config)
 
 
 def read_services(client: Any, cluster: str, names: Mapping[str, str]) -> Services:

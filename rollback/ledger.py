@@ -22,12 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from core.errors import CheckFailed
 from rollback.store import LogEntryExists, SnapshotStore
+
+T = TypeVar("T")
 
 GENESIS = "0" * 64
 _ENTRY_NAME = re.compile(r"(\d{8})\.json", re.ASCII)
@@ -105,6 +108,28 @@ def read(store: SnapshotStore, log: str) -> list[LogEntry]:
             raise ChainBroken(f"log {log}: unexpected file {name!r} among its entries")
         entries.append(_decode(log, name, raw))
     return entries
+
+
+def read_as(store: SnapshotStore, log: str, parse: Callable[[LogEntry], T]) -> list[T]:
+    """Every entry of ``log`` through ``parse``; one it cannot read is ``ChainBroken``.
+
+    A hash chain proves an entry was not changed after it was written, not that
+    its writer wrote the shape this Rollgate reads (an older or newer writer, a
+    hand-made entry with a fresh hash): a body ``parse`` cannot read is damaged
+    store content naming its entry (exit 1), never a crash of whoever reads it.
+    """
+    parsed = []
+    for entry in read(store, log):
+        try:
+            parsed.append(parse(entry))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ChainBroken(
+                f"log {log}, entry {entry.file_name}: its body is not what this Rollgate "
+                f"reads ({type(exc).__name__}: {exc}); restore the entry from a backup of "
+                "the store, or read it with the Rollgate that wrote it",
+                details={"log": log, "entry": entry.file_name},
+            ) from exc
+    return parsed
 
 
 def verify_chain(store: SnapshotStore, log: str) -> ChainReport:

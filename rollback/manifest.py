@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from db.checksums import (
     TableChecksum,
     require_one_method,
 )
+from rollback.store import is_safe_file_name
 
 MANIFEST_FORMAT = 1
 _HASH_CHUNK = 4 * 1024 * 1024
@@ -178,7 +180,11 @@ class Manifest:
             release = data["release"]
             slot = data.get("slot")
             rds = data.get("rds")
-            return cls(
+            # A self-hash proves the manifest was not changed since it was hashed,
+            # not that whoever hashed it wrote the right types: a forged or foreign
+            # manifest with a fresh hash is refused here instead of crashing a reader.
+            problem = _shape_problem(data)
+            manifest = cls(
                 id=str(data["id"]),
                 created_at=str(data["created_at"]),
                 database=str(data["database"]),
@@ -204,6 +210,81 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptSnapshot(f"{source}: missing or malformed field: {exc}") from exc
+        if problem:
+            raise CorruptSnapshot(f"{source}: malformed field {problem}; the manifest is damaged")
+        return manifest
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# What each top-level field must be in JSON (absent optional fields are not checked).
+_STRINGS = ("id", "created_at", "database", "server_version", "catalog_fingerprint")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_optional_str(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _shape_problem(data: Mapping[str, Any]) -> str:
+    """The first field of a parsed manifest whose JSON type is wrong, else ""."""
+    release = data["release"]
+    checks: list[tuple[str, bool]] = [
+        *((f"{key!r} (a string was expected)", isinstance(data[key], str)) for key in _STRINGS),
+        ("'server_major' (a whole number was expected)", _is_count(data["server_major"])),
+        ("'dump_format' (a string was expected)", isinstance(data.get("dump_format", ""), str)),
+        (
+            "'release' (bundle_commit and app_image are strings or null)",
+            _is_optional_str(release.get("bundle_commit"))
+            and _is_optional_str(release.get("app_image")),
+        ),
+        (
+            "'release.schema_version' (a whole number or null was expected)",
+            release.get("schema_version") is None or _is_count(release.get("schema_version")),
+        ),
+        *(
+            (
+                f"'release.migrations' entry {name!r} (strings were expected)",
+                all(isinstance(v, str) for v in (name, *item.keys(), *item.values())),
+            )
+            for name, item in release.get("migrations", {}).items()
+        ),
+        *(
+            (
+                f"'tables' entry {table['table']!r} (a name, a whole number of rows, a checksum)",
+                isinstance(table["table"], str)
+                and isinstance(table["checksum"], str)
+                and _is_count(table["rows"]),
+            )
+            for table in data["tables"]
+        ),
+        *_file_checks(data["files"]),
+        (
+            "'masked_columns' (strings were expected)",
+            all(isinstance(column, str) for column in data.get("masked_columns", ())),
+        ),
+        *(
+            (
+                f"'timings' entry {step!r} (seconds were expected)",
+                isinstance(seconds, int | float) and not isinstance(seconds, bool),
+            )
+            for step, seconds in data.get("timings", {}).items()
+        ),
+    ]
+    return next((field_name for field_name, valid in checks if not valid), "")
+
+
+def _file_checks(files: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, bool]]:
+    for item in files:
+        name = item["name"]
+        yield f"'files' name {name!r} (a relative artifact path)", is_safe_file_name(name)
+        yield f"'files' entry {name!r} (size in whole bytes)", _is_count(item["size"])
+        yield (
+            f"'files' entry {name!r} (sha256 of 64 hex digits)",
+            isinstance(item["sha256"], str) and _SHA256.fullmatch(item["sha256"]) is not None,
+        )
 
 
 def describe_files(directory: Path) -> tuple[ArtifactFile, ...]:

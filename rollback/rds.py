@@ -36,6 +36,7 @@ from typing import Any
 
 from core.errors import CannotRun, CheckFailed
 from core.progress import Progress, silent
+from rollback.aws import make_client
 from rollback.manifest import Manifest, RdsSnapshot
 from rollback.snapshot import ReleaseInfo, new_snapshot_id
 from rollback.store import SnapshotStore
@@ -62,14 +63,13 @@ def rds_client(endpoint_url: str | None, *, quick: bool = False) -> Any:
     ``quick``: one attempt and short timeouts, for a read that only adds detail
     (``snapshot show``) and must not hold the terminal when AWS is unreachable.
     """
-    import boto3
     from botocore.config import Config
 
     if quick:
         config = Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5)
     else:
         config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10)
-    return boto3.client("rds", endpoint_url=endpoint_url, config=config)
+    return make_client("rds", endpoint_url, config)
 
 
 def rds_identifier(snapshot_id: str, prefix: str = "rollgate") -> str:

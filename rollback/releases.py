@@ -78,7 +78,7 @@ def record_release(
 def list_releases(store: SnapshotStore) -> list[Release]:
     """Every recorded release, oldest first, after checking the log's hash chain."""
     ledger.verify_chain(store, RELEASES_LOG)
-    return [_release(entry) for entry in ledger.read(store, RELEASES_LOG)]
+    return ledger.read_as(store, RELEASES_LOG, _release)
 
 
 def resolve_target(releases: list[Release], to: str | None) -> tuple[Release, Release]:
@@ -119,10 +119,17 @@ def _release(entry: ledger.LogEntry) -> Release:
     body = entry.body
     return Release(
         sequence=entry.sequence,
-        commit=body.get("commit"),
-        app_image=body.get("app_image"),
+        commit=_optional_text(body, "commit"),
+        app_image=_optional_text(body, "app_image"),
         schema_version=int(body["schema_version"]),
         services=Services.from_dict(body["services"]),
-        gate_entry=body.get("gate_entry"),
+        gate_entry=_optional_text(body, "gate_entry"),
         recorded_at=entry.recorded_at,
     )
+
+
+def _optional_text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} is {type(value).__name__}, not text")
+    return value

@@ -452,15 +452,24 @@ def _maintenance(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         yield admin
 
 
+def _fingerprint(body: dict[str, Any]) -> str:
+    """A plan fingerprint as a log body holds it (``ValueError`` for anything else)."""
+    fingerprint = body["fingerprint"]
+    if not (isinstance(fingerprint, str) and fingerprint.isalnum()):
+        raise ValueError(f"fingerprint {fingerprint!r} is not a plan fingerprint")
+    return fingerprint
+
+
 def _journal_name(fingerprint: str) -> str:
     return f"rollback-{fingerprint[:16]}"
 
 
 def _unfinished_journal(store: SnapshotStore) -> list[ledger.LogEntry] | None:
     """The journal of a rollback that started and never finished, if there is one."""
-    finished = {entry.body["plan"]["fingerprint"] for entry in ledger.read(store, ROLLBACKS_LOG)}
-    for start in reversed(ledger.read(store, STARTS_LOG)):
-        fingerprint = start.body["fingerprint"]
+    finished = set(
+        ledger.read_as(store, ROLLBACKS_LOG, lambda entry: _fingerprint(entry.body["plan"]))
+    )
+    for fingerprint in reversed(ledger.read_as(store, STARTS_LOG, lambda e: _fingerprint(e.body))):
         if fingerprint in finished:
             continue
         journal = ledger.read(store, _journal_name(fingerprint))

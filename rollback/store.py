@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from core.errors import CannotRun, CheckFailed
+from rollback.aws import make_client
 
 MANIFEST_NAME = "manifest.json"
 SNAPSHOTS = "snapshots"
@@ -156,9 +157,18 @@ def check_snapshot_id(snapshot_id: str) -> str:
     return snapshot_id
 
 
+def is_safe_file_name(name: object) -> bool:
+    """Whether ``name`` is a relative artifact name that stays in its directory."""
+    return (
+        isinstance(name, str)
+        and _FILE_NAME.fullmatch(name) is not None
+        and ".." not in name.split("/")
+    )
+
+
 def check_file_name(name: str) -> str:
     """``name`` if it is a safe relative artifact name (no '..', no absolute paths)."""
-    if not _FILE_NAME.fullmatch(name) or ".." in name.split("/"):
+    if not is_safe_file_name(name):
         raise StoreError(f"invalid artifact file name {name!r}")
     return name
 
@@ -338,7 +348,6 @@ class S3Store:
     log_retention_days: int = 400
 
     def __post_init__(self) -> None:
-        import boto3
         from botocore.config import Config
 
         # Bounded retries and timeouts: a 3 a.m. rollback must fail clearly,
@@ -348,7 +357,7 @@ class S3Store:
             connect_timeout=10,
             read_timeout=60,
         )
-        self._client: Any = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
+        self._client: Any = make_client("s3", self.endpoint_url, config)
 
     @property
     def uri(self) -> str:
@@ -356,6 +365,7 @@ class S3Store:
 
     def begin(self, snapshot_id: str) -> Draft:
         check_snapshot_id(snapshot_id)
+        self._require_bucket()
         if self._exists(self._key(snapshot_id, MANIFEST_NAME)):
             raise StoreError(f"{self.uri}: a snapshot with id {snapshot_id} already exists")
         local = Path(tempfile.mkdtemp(prefix=f"rollgate-draft-{snapshot_id}-"))
@@ -538,6 +548,27 @@ class S3Store:
         if not self.kms_key_id:
             return {}
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+
+    def _require_bucket(self) -> None:
+        """``StoreError`` unless the bucket is there: found before a dump, not after it.
+
+        A missing bucket answers 404 to a HEAD on any key inside it, which
+        ``_exists`` reads as "no such snapshot yet": without this check the
+        whole dump ran before its first upload failed.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(
+                    f"{self.uri}: bucket {self.bucket} does not exist (or these credentials "
+                    "cannot see it); create it or pass another --store"
+                ) from None
+            raise StoreError(f"{self.uri}: cannot use bucket {self.bucket}: {exc}") from exc
+        except Exception as exc:  # botocore's connection errors share no useful base
+            raise StoreError(f"{self.uri}: cannot reach the store: {exc}") from exc
 
     def _exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

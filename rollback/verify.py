@@ -45,7 +45,7 @@ from db.errors import MigrationFailed
 from db.migrations import Migration
 from db.sqlfile import execute_script
 from db.throwaway import ThrowawayPostgres, create_database, drop_database
-from rollback.manifest import Manifest, check_files
+from rollback.manifest import CorruptSnapshot, Manifest, check_files
 from rollback.snapshot import DUMP_DIRECTORY
 from rollback.store import DirectoryStore, SnapshotStore
 
@@ -90,7 +90,17 @@ def _now() -> str:
 def load_manifest(store: SnapshotStore, snapshot_id: str) -> Manifest:
     """The snapshot's manifest, checked for edits; errors name the store and id."""
     raw = store.read_manifest(snapshot_id)
-    return Manifest.from_json(raw, source=f"{store.uri}/snapshots/{snapshot_id}/manifest.json")
+    source = f"{store.uri}/snapshots/{snapshot_id}/manifest.json"
+    manifest = Manifest.from_json(raw, source=source)
+    if manifest.id != snapshot_id:
+        # A manifest copied or forged from another snapshot would point every
+        # later step (restore, records, prune) at the wrong id's files.
+        raise CorruptSnapshot(
+            f"{source}: records id {manifest.id!r}, not {snapshot_id!r}: the manifest was moved "
+            "or copied from another snapshot",
+            details={"file": source},
+        )
+    return manifest
 
 
 @contextmanager
@@ -207,10 +217,30 @@ def latest_verification(store: SnapshotStore, snapshot_id: str) -> dict[str, Any
     if not names:
         return None
     try:
-        data: dict[str, Any] = json.loads(records[names[-1]])
+        data = json.loads(records[names[-1]])
     except (ValueError, UnicodeDecodeError):
         return None  # an unreadable record proves nothing: treated as never verified
-    return data
+    # Neither does a record of the wrong shape, or one copied from another
+    # snapshot: "verified" decides what prune keeps and what restore trusts.
+    if not _is_verification_of(data, snapshot_id):
+        return None
+    verification: dict[str, Any] = data
+    return verification
+
+
+def _is_verification_of(data: object, snapshot_id: str) -> bool:
+    """Whether ``data`` has the shape ``VerifyReport.to_dict`` writes, for this snapshot."""
+    if not isinstance(data, dict):
+        return False
+    seconds = data.get("restore_seconds")
+    return (
+        data.get("snapshot") == snapshot_id
+        and isinstance(data.get("ok"), bool)
+        and all(isinstance(data.get(key, ""), str) for key in ("verified_at", "backend"))
+        and (
+            seconds is None or (isinstance(seconds, int | float) and not isinstance(seconds, bool))
+        )
+    )
 
 
 _ROLE_AFTER = re.compile(

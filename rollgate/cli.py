@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from core.errors import CannotRun
-from core.postgres import register_dsn_secrets
+from core.postgres import check_libpq_environment, register_dsn_secrets
 from core.redaction import forget_secrets, register_secret
 from db.config import load_config
 from db.migrations import BUNDLED_MIGRATIONS, BUNDLED_SCHEMA
 from db.throwaway import BACKENDS
+from rollback.aws import ENDPOINT_FORM, is_endpoint_url
 from rollgate.commands import Options, Outcome, libpq_environment_dsn
 from rollgate.commands.sample import DEFAULT_MAX_SAMPLE_SIZE
 from rollgate.error_handler import (
     UsageError,
+    control_character_in,
     envelope,
     report_usage_error,
     run_guarded,
@@ -46,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Known before parsing, so that even a usage error answers in JSON.
     as_json = _wants_json(arguments)
     parser = build_parser()
+    for position, argument in enumerate(arguments, start=1):
+        # Values end up in manifests, logs and reports: none takes an escape
+        # sequence, a carriage return or a bidi override (a forged line).
+        if found := control_character_in(argument):
+            refused = UsageError(
+                f"argument {position} holds the control character {found}; no option takes one",
+                usage=parser.format_usage(),
+            )
+            return report_usage_error(refused, _command_name(parser, arguments), as_json)
     try:
         args = parser.parse_args(arguments)
     except UsageError as error:
@@ -61,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_usage_error(missing, command_name, as_json)
 
     def invoke() -> int:
+        check_libpq_environment(os.environ)
         outcome = args.verb(_resolve_options(args), args)
         if as_json:
             write_json(envelope(command_name, outcome.exit_code, result=outcome.result))
@@ -353,6 +365,7 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aws-endpoint-url",
         default=os.environ.get("AWS_ENDPOINT_URL") or None,
+        type=_endpoint_url,
         metavar="URL",
         help="AWS endpoint for S3 and ECS (default: $AWS_ENDPOINT_URL, else AWS itself)",
     )
@@ -543,6 +556,7 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
         parser.add_argument(
             "--aws-endpoint-url",
             default=None,
+            type=_endpoint_url,
             metavar="URL",
             help="S3 and RDS endpoint (default: $AWS_ENDPOINT_URL, else AWS itself)",
         )
@@ -692,6 +706,16 @@ def _seconds(text: str) -> float:
     if not 0 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, not {text}")
     return value
+
+
+def _endpoint_url(text: str) -> str:
+    """An AWS endpoint (the option or $AWS_ENDPOINT_URL), as ``rollback.aws`` accepts it."""
+    if not is_endpoint_url(text):
+        raise argparse.ArgumentTypeError(
+            f"not an endpoint URL: {text!r} (from the option or $AWS_ENDPOINT_URL); "
+            f"expected {ENDPOINT_FORM}"
+        )
+    return text
 
 
 def _positive_seconds(text: str) -> float:
@@ -1020,6 +1044,7 @@ def _smoke_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> N
     sub.add_argument(
         "--aws-endpoint-url",
         default=os.environ.get("AWS_ENDPOINT_URL") or None,
+        type=_endpoint_url,
         metavar="URL",
         help="SQS/S3 endpoint (default: $AWS_ENDPOINT_URL; pre-deploy: moto on 127.0.0.1)",
     )

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -71,16 +73,74 @@ def exit_code_for(error: BaseException) -> int:
 
 def _classify(error: BaseException) -> tuple[int, str]:
     """Exit code and message of a failure ("" for a message of the error's own)."""
+    interrupt = _interrupt_underneath(error)
+    if interrupt is not None and interrupt is not error:
+        # Ctrl-C or SIGTERM landed inside a library's cleanup (psycopg leaving
+        # pipeline mode, a rollback on a busy connection), which raised its own
+        # error on the way out: the run was still interrupted, not broken.
+        return EXIT_INTERRUPTED, (
+            "interrupted; work in progress was rolled back or left resumable "
+            f"(while stopping: {_one_line(error)})"
+        )
     if isinstance(error, CheckFailed):
         return EXIT_CHECK_FAILED, ""
     if isinstance(error, CannotRun):
         return EXIT_CANNOT_RUN, ""
     if isinstance(error, KeyboardInterrupt | Interrupted):
         return EXIT_INTERRUPTED, "interrupted; work in progress was rolled back or left resumable"
-    database_failure = _database_failure(error)
-    if database_failure:
-        return EXIT_CANNOT_RUN, database_failure
+    outside_failure = _database_failure(error) or _aws_setup_failure(error)
+    if outside_failure:
+        return EXIT_CANNOT_RUN, outside_failure
     return EXIT_INTERNAL, ""
+
+
+# botocore's names for "this machine's AWS setup cannot reach AWS": no region,
+# no or bad credentials, a broken config file or profile, an endpoint that does
+# not answer. The operator fixes them, not Rollgate; a refused API call of any
+# other kind still reaches the callers that name the resource.
+_AWS_SETUP_ERRORS = (
+    "NoRegionError",
+    "InvalidRegionError",
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "TokenRetrievalError",
+    "SSOError",
+    "ProfileNotFound",
+    "ConfigParseError",
+    "InvalidConfigError",
+    "InvalidEndpointConfigurationError",
+    "ConnectionError",
+    "HTTPClientError",
+)
+
+
+def _aws_setup_failure(error: BaseException) -> str:
+    """The message for an AWS configuration or reachability failure, else ""."""
+    # By name along the class chain: botocore is imported only by commands that use AWS.
+    if not type(error).__module__.startswith("botocore"):
+        return ""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if names.isdisjoint(_AWS_SETUP_ERRORS):
+        return ""
+    return (
+        f"AWS is not usable from here: {_one_line(error)} ({type(error).__name__}). Check the "
+        "region (AWS_DEFAULT_REGION or the profile's), the credentials (AWS_PROFILE, "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and AWS_ENDPOINT_URL or --aws-endpoint-url; "
+        "nothing was changed by the failed call"
+    )
+
+
+def _interrupt_underneath(error: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM that ``error`` was raised while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt | Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _database_failure(error: BaseException) -> str:
@@ -126,10 +186,52 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _LibraryWarnings(logging.Handler):
+    """Libraries' log records (psycopg's "error ignored in rollback"), scrubbed, on stderr.
+
+    Without a handler Python prints them raw through ``logging.lastResort``,
+    past the secret scrubber and the closed-pipe handling of ``write_err``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write_err(f"rollgate: {record.name}: {' '.join(record.getMessage().split())}")
+        except Exception:  # a log line must never turn into the run's failure
+            self.handleError(record)
+
+
+@contextmanager
+def library_warnings_scrubbed() -> Iterator[None]:
+    """Route warnings of loggers nobody configured through ``write_err`` for the run."""
+    root = logging.getLogger()
+    if root.handlers:  # configured by the caller (a test, an embedding program)
+        yield
+        return
+    handler = _LibraryWarnings(logging.WARNING)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
 def run_guarded(command: Callable[[], int], *, command_name: str | None, as_json: bool) -> int:
     """Run ``command`` and turn whatever it raises into an exit code and a message."""
+    _lost_output.clear()
+    code = _run_and_classify(command, command_name=command_name, as_json=as_json)
+    for stream, reason in _lost_output:
+        if stream is sys.stdout:
+            # The results never reached their reader: not a success, whatever the work did.
+            write_err(f"FAILED: could not write the output to stdout: {reason}")
+            return code or EXIT_CANNOT_RUN
+    return code
+
+
+def _run_and_classify(
+    command: Callable[[], int], *, command_name: str | None, as_json: bool
+) -> int:
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), library_warnings_scrubbed():
             return command()
     except (Exception, KeyboardInterrupt, Interrupted) as error:
         code, message = _classify(error)
@@ -204,6 +306,8 @@ def envelope(
 
 # Streams whose reader went away; nothing more is written to them.
 _closed_streams: list[TextIO] = []
+# Streams a write failed on for another reason than a reader leaving.
+_lost_output: list[tuple[TextIO, str]] = []
 
 
 def write_out(text: str) -> None:
@@ -224,18 +328,46 @@ def write_json(document: dict[str, Any]) -> None:
     _write(sys.stdout, text)
 
 
+# Characters that let a value rewrite the terminal or forge lines: C0 controls
+# but tab and newline (escape sequences, carriage return), DEL, C1 controls,
+# and the bidirectional overrides that make text read backwards.
+_TERMINAL_CONTROLS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def control_character_in(text: str) -> str:
+    """The first terminal control or bidi character in ``text`` (escaped), or "".
+
+    Tab and newline are not among them: a file name may hold them, and the
+    path options name such a file in their message.
+    """
+    found = _TERMINAL_CONTROLS.search(text)
+    return _escaped(found) if found else ""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match[0].encode("unicode_escape").decode("ascii")
+
+
 def _write(stream: TextIO | None, text: str) -> None:
     if stream is None or any(stream is closed for closed in _closed_streams):
         return
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    # Undecodable bytes from argv (surrogates) print as \udcff, not a crash.
-    printable = scrub(text).encode(encoding, "backslashreplace").decode(encoding, "replace")
+    # A value from a store or a hand-edited file prints as \x1b, never as the
+    # escape sequence it holds; undecodable bytes from argv print as \udcff.
+    printable = _TERMINAL_CONTROLS.sub(_escaped, scrub(text))
+    printable = printable.encode(encoding, "backslashreplace").decode(encoding, "replace")
     try:
         stream.write(printable + "\n")
         stream.flush()
     except OSError as exc:
         if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
-            raise
+            # A full disk, an I/O error: unlike a reader that left, nobody
+            # chose to drop this output. Raising here would lose the exit code
+            # the work earned (and, while reporting a failure, print a
+            # traceback); run_guarded reports it once the command returns.
+            _lost_output.append((stream, exc.strerror or type(exc).__name__))
         _closed_streams.append(stream)
         _discard_pending_output(stream)
 

@@ -72,7 +72,9 @@ def test_prune_deletes_from_the_store_and_drops_slots(tmp_path):
             base = summary(f"s{i}").manifest
             slot = ReplicationSlot(f"slot{i}", "test_decoding", "0/1")
             draft.commit(Manifest(**{**base.__dict__, "slot": slot}).to_json())
-    store.put_record("s0", "verification-1.json", json.dumps({"ok": True}).encode())
+    store.put_record(
+        "s0", "verification-1.json", json.dumps({"ok": True, "snapshot": "s0"}).encode()
+    )
     summaries = list_snapshots(store)
     assert [s.verified for s in summaries] == [True, False, False]
     plan = plan_prune(summaries, keep=1)

@@ -192,3 +192,11 @@ def test_records_live_beside_a_snapshot_and_need_one(store):
         store.put_record("nope", "x.json", b"{}")
     with pytest.raises(StoreError, match="invalid artifact file name"):
         store.put_record("r1", "../escape.json", b"{}")
+
+
+def test_s3_begin_refuses_a_missing_bucket_before_anything_is_written(moto_endpoint):
+    # A HEAD on a key in a missing bucket is a 404, read as "no snapshot yet":
+    # snapshot create dumped the whole database before the first upload failed.
+    store = open_store("s3://rollgate-no-such-bucket/p", aws_endpoint_url=moto_endpoint)
+    with pytest.raises(StoreError, match="bucket rollgate-no-such-bucket does not exist"):
+        store.begin("20260101T000000Z-abcdef")
