@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -386,8 +387,8 @@ def _rollback_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
     record.add_argument("--cluster", required=True, help="ECS cluster name")
     record.add_argument("--web-service", required=True, help="ECS web service name")
     record.add_argument("--worker-service", required=True, help="ECS worker service name")
-    record.add_argument("--commit", default=None, help="the bundle commit deployed")
-    record.add_argument("--app-image", default=None, help="the app image deployed")
+    record.add_argument("--commit", type=_label, default=None, help="the bundle commit deployed")
+    record.add_argument("--app-image", type=_label, default=None, help="the app image deployed")
     record.add_argument("--gate-entry", default=None, help="the gate report this rollout passed")
     listing = verb(release_verbs, "list", _release_list, "list recorded releases", "release list")
     _store_options(listing)
@@ -431,11 +432,16 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
         "gate",
     )
     _store_options(gate)
-    gate.add_argument("--app-image", default=None, help="the new release's app image")
+    gate.add_argument("--app-image", type=_label, default=None, help="the new release's app image")
     gate.add_argument(
-        "--previous-app-image", default=None, help="the app image running now (release N)"
+        "--previous-app-image",
+        type=_label,
+        default=None,
+        help="the app image running now (release N)",
     )
-    gate.add_argument("--stack", default=None, help="Pulumi stack whose config is validated")
+    gate.add_argument(
+        "--stack", type=_stack_name, default=None, help="Pulumi stack whose config is validated"
+    )
     gate.add_argument(
         "--rto-seconds",
         type=_positive_seconds,
@@ -459,7 +465,7 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
     gate.add_argument(
         "--report-dir", type=_path_option, default=Path("gate-report"), help="where reports go"
     )
-    gate.add_argument("--commit", default=None, help="the bundle commit being gated")
+    gate.add_argument("--commit", type=_label, default=None, help="the bundle commit being gated")
     gate.add_argument(
         "--backend",
         default="embedded",
@@ -502,6 +508,7 @@ def _gate_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> No
     )
     rehearse.add_argument(
         "--app-image",
+        type=_label,
         default="rollgate/app:dev",
         help="the app image releases N and N+1 run from (default: rollgate/app:dev, "
         "what `bash app/image/build.sh` builds)",
@@ -571,8 +578,10 @@ def _snapshot_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -
         action="store_false",
         help="no replication slot: writes after the snapshot cannot be replayed at rollback",
     )
-    create.add_argument("--release-commit", default=None, help="the bundle commit it protects")
-    create.add_argument("--app-image", default=None, help="the app image it protects")
+    create.add_argument(
+        "--release-commit", type=_label, default=None, help="the bundle commit it protects"
+    )
+    create.add_argument("--app-image", type=_label, default=None, help="the app image it protects")
     create.add_argument(
         "--jobs", type=_whole_number(1, 64), default=2, help="parallel pg_dump jobs (default 2)"
     )
@@ -724,6 +733,28 @@ def _positive_seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
     return value
+
+
+def _label(text: str) -> str:
+    """A commit, an image, a name: one line, recorded in manifests, logs and reports.
+
+    A newline in one would split a line of every text report that shows it (and
+    the control characters are refused for every argument before parsing).
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if "\n" in text or len(text) > 512:
+        raise argparse.ArgumentTypeError("must be one line of at most 512 characters")
+    return text
+
+
+def _stack_name(text: str) -> str:
+    """A Pulumi stack name: it names the file ``Pulumi.<stack>.yaml`` beside the program."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", text) or ".." in text:
+        raise argparse.ArgumentTypeError(
+            f"not a stack name: {text!r} (letters, digits, '-', '_' and '.')"
+        )
+    return text
 
 
 def _whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -1055,8 +1086,10 @@ def _smoke_verbs(groups: Any, verb: Callable[..., argparse.ArgumentParser]) -> N
         help="throwaway Postgres backend (auto: docker, embedded when Docker is absent)",
     )
     sub.add_argument("--image", default=None, help="Postgres image for the docker backend")
-    sub.add_argument("--app-image", default=None, help="this release's app image")
-    sub.add_argument("--previous-app-image", default=None, help="the previous release's image")
+    sub.add_argument("--app-image", type=_label, default=None, help="this release's app image")
+    sub.add_argument(
+        "--previous-app-image", type=_label, default=None, help="the previous release's image"
+    )
     sub.add_argument("--sample-size", default="25MB", help="sample data without --snapshot")
     sub.add_argument(
         "--from-version", type=_version, default=None, metavar="N", help="start version"

@@ -69,13 +69,22 @@ def theil_sen_slope(points: list[tuple[int, float]]) -> float:
     return statistics.median(slopes) if slopes else 0.0
 
 
+def _with_metrics(entry: ledger.LogEntry) -> ledger.LogEntry:
+    """``entry`` once its body and its metrics are JSON objects (``TypeError`` otherwise)."""
+    if not isinstance(entry.body, dict):
+        raise TypeError("the body is not a JSON object")
+    if not isinstance(entry.body.get("metrics") or {}, dict):
+        raise TypeError("its metrics are not a JSON object")
+    return entry
+
+
 def series(entries: list[ledger.LogEntry]) -> dict[str, list[tuple[int, float]]]:
     found: dict[str, list[tuple[int, float]]] = {key: [] for key in WATCHED}
     for entry in entries:
         metrics = entry.body.get("metrics") or {}
         for key in WATCHED:
             value = metrics.get(key)
-            if isinstance(value, int | float):
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 found[key].append((entry.sequence, float(value)))
     return found
 
@@ -111,7 +120,8 @@ def analyse(
 def trends(store: SnapshotStore, log: str, *, window: int = 5) -> list[Trend]:
     """Every watched series in the audit log (the chain is verified first)."""
     ledger.verify_chain(store, log)
-    entries = ledger.read(store, log)
+    # An entry whose body is not this Rollgate's shape is a broken log naming it.
+    entries = ledger.read_as(store, log, _with_metrics)
     return [
         analyse(points, metric, window=window)
         for metric, points in series(entries).items()

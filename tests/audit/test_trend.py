@@ -66,3 +66,19 @@ def test_the_cli_flags_rising_drift_and_writes_a_self_contained_html_chart(
     code, out, _ = run(capsys, "audit", "trend", "--store", str(root), "--json")
     result = json.loads(out)["result"]
     assert result["flagged"] == ["drift_count"]
+
+
+@pytest.mark.parametrize("metrics", [[1, 2], "fast", 3])
+def test_an_audit_entry_of_the_wrong_shape_is_a_broken_log_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], metrics: object
+) -> None:
+    # The chain's hashes are intact (the entry was appended, not edited), but its body is
+    # not what the trend reads: damaged store content naming the entry, exit 1.
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    ledger.append(store, AUDIT_LOG, {"metrics": {"drift_count": 0.0}})
+    ledger.append(store, AUDIT_LOG, {"metrics": metrics})
+    code, out, err = run(capsys, "--json", "audit", "trend", "--store", str(root))
+    assert code == 1, err
+    error = json.loads(out)["error"]
+    assert "entry 00000002" in error["message"] and "Traceback" not in err
