@@ -16,8 +16,6 @@ why. Nothing here imports ``app``: the roles are the interface, as in production
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -42,6 +40,8 @@ from smoke.apps import (
     container_exists,
     container_run_args,
     remove_container,
+    stripe_event,
+    stripe_signature,
     wait_until,
 )
 
@@ -444,32 +444,6 @@ def wait_ready(app: AppProcess, timeout: float = 30.0) -> Readiness:
     )
 
 
-def stripe_signature(payload: bytes, secret: str = WEBHOOK_SECRET) -> str:
-    """Stripe's header: ``t=<unix time>,v1=HMAC-SHA256(secret, "<t>.<payload>")``."""
-    stamp = int(time.time())
-    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={stamp},v1={mac}"
-
-
-def stripe_event(event_id: str, amount: int) -> bytes:
-    event = {
-        "id": event_id,
-        "object": "event",
-        "type": "charge.succeeded",
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "id": "ch_" + secrets.token_hex(8),
-                "object": "charge",
-                "amount": amount,
-                "currency": "usd",
-                "metadata": {},
-            }
-        },
-    }
-    return json.dumps(event).encode()
-
-
 def post_task(base_url: str, payload: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     return http(
         "POST",
@@ -485,7 +459,7 @@ def post_webhook(base_url: str, event_id: str, amount: int) -> tuple[int, dict[s
         "POST",
         base_url + "/webhooks/stripe",
         payload,
-        {"Stripe-Signature": stripe_signature(payload)},
+        {"Stripe-Signature": stripe_signature(payload, WEBHOOK_SECRET)},
     )
 
 

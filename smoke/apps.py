@@ -92,7 +92,7 @@ def stripe_signature(payload: bytes, secret: str = WEBHOOK_SECRET) -> str:
     return f"t={stamp},v1={mac}"
 
 
-def stripe_event(event_id: str) -> bytes:
+def stripe_event(event_id: str, amount: int = 1234) -> bytes:
     """A minimal ``charge.succeeded`` event with no personal data."""
     event = {
         "id": event_id,
@@ -103,7 +103,7 @@ def stripe_event(event_id: str) -> bytes:
             "object": {
                 "id": "ch_" + secrets.token_hex(8),
                 "object": "charge",
-                "amount": 1234,
+                "amount": amount,
                 "currency": "usd",
                 "metadata": {},
             }
