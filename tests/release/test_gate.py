@@ -189,11 +189,9 @@ def test_each_broken_release_is_no_go(
     assert _slots(production_dsn) == []
 
 
-def test_a_go_that_cannot_be_recorded_is_inconclusive_and_still_reported(tmp_path) -> None:
-    store = open_store(str(tmp_path / "store"))
-    (tmp_path / "store" / "logs").mkdir(parents=True)
-    (tmp_path / "store" / "logs" / GATE_LOG).write_text("")  # the log cannot be written
-    report = GateReport(
+def _a_go_report() -> GateReport:
+    """A report whose every step passed, as the gate's last step leaves it."""
+    return GateReport(
         verdict=GO,
         steps=[StepResult(name, status="passed") for name in STEPS],
         started_at="2026-11-30T00:00:00+00:00",
@@ -201,6 +199,13 @@ def test_a_go_that_cannot_be_recorded_is_inconclusive_and_still_reported(tmp_pat
         target={},
         allow_incompatible=False,
     )
+
+
+def test_a_go_that_cannot_be_recorded_is_inconclusive_and_still_reported(tmp_path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    (tmp_path / "store" / "logs").mkdir(parents=True)
+    (tmp_path / "store" / "logs" / GATE_LOG).write_text("")  # the log cannot be written
+    report = _a_go_report()
     record_report(report, store)
     write_report(report, tmp_path / "report")
     assert report.verdict == INCONCLUSIVE and report.exit_code == 2
@@ -213,14 +218,7 @@ def test_a_go_that_cannot_be_recorded_is_inconclusive_and_still_reported(tmp_pat
 
 def test_a_recorded_go_stays_go(tmp_path) -> None:
     store = open_store(str(tmp_path / "store"))
-    report = GateReport(
-        verdict=GO,
-        steps=[StepResult(name, status="passed") for name in STEPS],
-        started_at="2026-11-30T00:00:00+00:00",
-        seconds=1.0,
-        target={},
-        allow_incompatible=False,
-    )
+    report = _a_go_report()
     record_report(report, store)
     assert report.verdict == GO and report.entry_sha256 and report.ledger_error is None
 
