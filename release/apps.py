@@ -23,7 +23,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -40,6 +39,7 @@ from smoke.apps import (
     container_exists,
     container_run_args,
     remove_container,
+    spawn_app_process,
     stripe_event,
     stripe_signature,
     wait_until,
@@ -246,15 +246,8 @@ class AppContainer(AppProcess):
 def start_app(role: str, env: Mapping[str, str], log_dir: Path, release: str) -> AppProcess:
     """Start ``python -m app role`` with ``env``; its output goes to a log in ``log_dir``."""
     log_path, port, env = _prepare(role, env, log_dir, release)
-    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", role],
-            cwd=REPO,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    # Appended: a release restarted in the rehearsal keeps one log per role.
+    process = spawn_app_process(role, env, log_path, append=True)
     return AppProcess(role, release, process, log_path, port)
 
 

@@ -306,16 +306,23 @@ def container_exists(name: str) -> bool:
     return result.returncode == 0
 
 
-def _start_process(app: RunningApp, role: str, env: Mapping[str, str], log_path: Path) -> None:
+def spawn_app_process(
+    role: str, env: Mapping[str, str], log_path: Path, *, append: bool = False
+) -> subprocess.Popen[bytes]:
+    """``python -m app role`` from this checkout, as the image runs it; output to ``log_path``."""
     full = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
+    with log_path.open("ab" if append else "wb") as log:
+        return subprocess.Popen(
             [sys.executable, "-m", "app", role],
             cwd=REPO_ROOT,
             env=full,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def _start_process(app: RunningApp, role: str, env: Mapping[str, str], log_path: Path) -> None:
+    process = spawn_app_process(role, env, log_path)
 
     def stop() -> None:
         if process.poll() is None:
