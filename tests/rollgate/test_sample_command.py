@@ -137,7 +137,9 @@ def test_a_terminated_backend_mid_run_is_exit_2(
     assert code == 2, err
     error = json.loads(out)["error"]
     assert error["message"].startswith("lost the connection to the database: ")
-    assert error["details"]["sqlstate"] == "57P01"  # admin_shutdown
+    # admin_shutdown when the termination lands mid-statement; between statements the
+    # client only sees the socket close, and libpq reports no SQLSTATE (found by CI).
+    assert error["details"].get("sqlstate") in ("57P01", None)
     assert "Traceback" not in err
 
 
